@@ -1,0 +1,116 @@
+"""seqlab launcher: the only file that defines flags.
+
+  python launch.py                                   # the default study
+  python launch.py --config=experiments/long_range.py --models=rnn,lstm \
+      --tasks=adding --seq_lens=50,200 --seeds=0,1 --config.train.steps=1000
+
+Sweep axes given as flags override the config's own lists; every other setting is a
+dotted override of the config (`--config.model.hidden=128`).
+"""
+import glob
+import importlib.util
+import os
+import sys
+
+from absl import app, flags
+from ml_collections import config_flags
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+DEFAULT_CONFIG = 'experiments/long_range.py'
+
+
+def fail(msg: str, status: int = 2):
+  print(f'error: {msg}', file=sys.stderr)
+  sys.exit(status)
+
+
+def check_config_args(argv) -> None:
+  """Loads the --config file and checks every --config.a.b=v override names a key
+  that exists, before ml_collections (which would raise a multi-line trace) sees it."""
+  spec, at = DEFAULT_CONFIG, None
+  for i, a in enumerate(argv[1:], 1):
+    if a.startswith('--config='):
+      spec, at = a.split('=', 1)[1], i
+  path, _, arg = spec.partition(':')
+  if not os.path.isfile(path) and os.path.isfile(os.path.join(HERE, path)):
+    path = os.path.join(HERE, path)  # experiments/... works from any directory
+    if at is not None:
+      argv[at] = f'--config={path}' + (f':{arg}' if arg else '')
+  if not os.path.isfile(path):
+    known = sorted(os.path.relpath(p, HERE) for p in glob.glob(os.path.join(HERE, 'experiments', '[!_]*.py')))
+    fail(f'config file {path!r} not found; available: {", ".join(known)}')
+  module_spec = importlib.util.spec_from_file_location('_seqlab_config', path)
+  module = importlib.util.module_from_spec(module_spec)
+  module_spec.loader.exec_module(module)
+  config = module.get_config(arg) if arg else module.get_config()
+  for a in argv[1:]:
+    if not a.startswith('--config.'):
+      continue
+    key = a[len('--config.'):].split('=', 1)[0]
+    node, walked = config, 'config'
+    for part in key.split('.'):
+      if not hasattr(node, 'keys') or part not in node:
+        allowed = ', '.join(sorted(node.keys())) if hasattr(node, 'keys') else '(none: not a group)'
+        fail(f'unknown config key {walked}.{part} in {a!r}; keys of {walked}: {allowed}')
+      node, walked = node[part], f'{walked}.{part}'
+
+
+if __name__ == '__main__':
+  check_config_args(sys.argv)
+
+config_flags.DEFINE_config_file(
+    'config', os.path.join(HERE, DEFAULT_CONFIG),
+    'Study config: experiments/<study>.py[:arg]. Dotted overrides such as '
+    '--config.train.steps=100 change single values.', lock_config=True)
+flags.DEFINE_string('workdir', None, 'Run directory (default: runs/<config name>). The same '
+                    'command on the same workdir skips finished points.')
+flags.DEFINE_list('models', None, 'Models to sweep, e.g. rnn,lstm,gru,transformer.')
+flags.DEFINE_list('tasks', None, 'Tasks to sweep, e.g. adding,copy,recall,kback.')
+flags.DEFINE_list('seq_lens', None, 'Sequence lengths to sweep, e.g. 50,200,1000.')
+flags.DEFINE_list('seeds', None, 'Seeds to sweep, e.g. 0,1,2.')
+FLAGS = flags.FLAGS
+
+
+def parse_flags(argv):
+  try:
+    return FLAGS(argv)
+  except (flags.Error, KeyError, AttributeError, ValueError, TypeError) as e:
+    fail(str(e).strip().splitlines()[-1] if str(e).strip() else repr(e))
+
+
+def config_name() -> str:
+  path = config_flags.get_config_filename(FLAGS['config'])
+  return os.path.splitext(os.path.basename(path))[0]
+
+
+def build_config():
+  config = FLAGS.config
+  with config.unlocked():
+    for axis, conv in (('models', str), ('tasks', str), ('seq_lens', None), ('seeds', None)):
+      values = getattr(FLAGS, axis)
+      if values is not None:
+        if conv is None:
+          try:
+            values = [int(v) for v in values]
+          except ValueError:
+            fail(f'--{axis}={",".join(values)}: every value must be an integer')
+        config.sweep[axis] = values
+  return config
+
+
+def main(argv):
+  if len(argv) > 1:
+    fail(f'unexpected arguments {argv[1:]}; flags take the form --name=value')
+  from seqlab import sweep
+  config = build_config()
+  workdir = FLAGS.workdir or os.path.join('runs', config_name())
+  try:
+    run = sweep.study_fn(config.get('study', 'train'))
+    sweep.validate(config)
+  except sweep.ConfigError as e:
+    fail(str(e))
+  run(config, workdir)
+
+
+if __name__ == '__main__':
+  app.run(main, flags_parser=parse_flags)

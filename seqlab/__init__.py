@@ -1,0 +1,1 @@
+"""seqlab: how recurrent networks and transformers differ over long sequences."""

@@ -1,0 +1,111 @@
+"""Multi-head self-attention and pre-LayerNorm transformer blocks.
+
+Shape letters: B batch, T query positions, S key positions, N heads, K head size,
+D model width. Attention is the einsum of Vaswani et al. (2017) for ONE example,
+with the softmax in float32 and the mask built explicitly; the block vmaps it over
+the batch at the call site.
+"""
+from __future__ import annotations
+
+import math
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+Array = jax.Array
+
+
+def causal_mask(t: int, s: int | None = None) -> Array:
+  """[T, S] boolean: query t may attend to key s iff s <= t."""
+  s = t if s is None else s
+  return jnp.arange(s)[None, :] <= jnp.arange(t)[:, None]
+
+
+def attend(q_TxNxK: Array, k_SxNxK: Array, v_SxNxK: Array, mask_TxS: Array | None) -> Array:
+  """softmax(q k^T / sqrt(K)) v for one example; returns [T, N, K]."""
+  logits_NxTxS = jnp.einsum('tnk,snk->nts', q_TxNxK, k_SxNxK).astype(jnp.float32)
+  logits_NxTxS = logits_NxTxS / math.sqrt(q_TxNxK.shape[-1])
+  if mask_TxS is not None:
+    logits_NxTxS = jnp.where(mask_TxS[None], logits_NxTxS, jnp.finfo(jnp.float32).min)
+  weights_NxTxS = jax.nn.softmax(logits_NxTxS, axis=-1).astype(v_SxNxK.dtype)
+  return jnp.einsum('nts,snk->tnk', weights_NxTxS, v_SxNxK)
+
+
+# The attention kernels a model may use: name -> f(q, k, v, causal) on batched
+# [B, T, N, K] arrays. Faster kernels register here beside the reference.
+def _vmapped_einsum(q, k, v, causal):
+  t, s = q.shape[1], k.shape[1]
+  mask = causal_mask(t, s) if causal else None
+  return jax.vmap(attend, in_axes=(0, 0, 0, None))(q, k, v, mask)
+
+
+def _jax_dot_product(q, k, v, causal):
+  return jax.nn.dot_product_attention(q, k, v, is_causal=causal)
+
+
+ATTENTION_IMPLS = {'einsum': _vmapped_einsum, 'jax': _jax_dot_product}
+
+
+class MultiHeadAttention(nnx.Module):
+  def __init__(self, width: int, heads: int, *, rngs: nnx.Rngs, impl: str = 'einsum'):
+    if width % heads:
+      raise ValueError(f'model width {width} is not divisible by heads={heads}')
+    self.heads = heads
+    self.impl = impl
+    init = jax.nn.initializers.lecun_normal()
+    self.w_qkv = nnx.Param(init(rngs.params(), (width, 3, heads, width // heads)))
+    self.w_out = nnx.Param(init(rngs.params(), (heads, width // heads, width)) / math.sqrt(2))
+
+  def __call__(self, x_BxTxD: Array, causal: bool) -> Array:
+    qkv = jnp.einsum('btd,dcnk->cbtnk', x_BxTxD, self.w_qkv[...])
+    o_BxTxNxK = ATTENTION_IMPLS[self.impl](qkv[0], qkv[1], qkv[2], causal)
+    return jnp.einsum('btnk,nkd->btd', o_BxTxNxK, self.w_out[...])
+
+
+class Block(nnx.Module):
+  """Pre-LN block: x + MHA(LN(x)), then x + MLP(LN(x)) (Xiong et al. 2020)."""
+
+  def __init__(self, width: int, heads: int, mlp_ratio: int, *, rngs: nnx.Rngs,
+               impl: str = 'einsum'):
+    self.ln1 = nnx.LayerNorm(width, rngs=rngs)
+    self.attn = MultiHeadAttention(width, heads, rngs=rngs, impl=impl)
+    self.ln2 = nnx.LayerNorm(width, rngs=rngs)
+    self.mlp_in = nnx.Linear(width, mlp_ratio * width, rngs=rngs)
+    self.mlp_out = nnx.Linear(mlp_ratio * width, width, rngs=rngs)
+
+  def __call__(self, x_BxTxD: Array, causal: bool) -> Array:
+    x_BxTxD = x_BxTxD + self.attn(self.ln1(x_BxTxD), causal)
+    return x_BxTxD + self.mlp_out(jax.nn.gelu(self.mlp_in(self.ln2(x_BxTxD))))
+
+
+def sinusoidal_positions(t: int, width: int) -> Array:
+  """[T, D] sinusoidal position codes (Vaswani et al. 2017, section 3.5)."""
+  pos = jnp.arange(t)[:, None]
+  freq = jnp.exp(-math.log(10000.0) * jnp.arange(0, width, 2) / width)
+  pe = jnp.zeros((t, width))
+  pe = pe.at[:, 0::2].set(jnp.sin(pos * freq))
+  return pe.at[:, 1::2].set(jnp.cos(pos * freq[: width // 2]))
+
+
+class Transformer(nnx.Module):
+  """A stack of pre-LN blocks with positions added to the input: [B,T,D] -> [B,T,D]."""
+
+  def __init__(self, width: int, heads: int, layers: int, mlp_ratio: int, max_len: int,
+               positions: str, *, rngs: nnx.Rngs, impl: str = 'einsum'):
+    self.positions = positions
+    if positions == 'learned':
+      self.pos_emb = nnx.Param(0.02 * jax.random.normal(rngs.params(), (max_len, width)))
+    self.blocks = nnx.List([Block(width, heads, mlp_ratio, rngs=rngs, impl=impl)
+                            for _ in range(layers)])
+    self.ln_f = nnx.LayerNorm(width, rngs=rngs)
+
+  def __call__(self, x_BxTxD: Array, causal: bool) -> Array:
+    t, d = x_BxTxD.shape[1:]
+    if self.positions == 'learned':
+      x_BxTxD = x_BxTxD + self.pos_emb[:t]
+    else:
+      x_BxTxD = x_BxTxD + sinusoidal_positions(t, d).astype(x_BxTxD.dtype)
+    for block in self.blocks:
+      x_BxTxD = block(x_BxTxD, causal)
+    return self.ln_f(x_BxTxD)

@@ -1,0 +1,150 @@
+"""Recurrent cells as pure one-step functions, and the scanned layer stack.
+
+Shape letters (used once per module, then as suffixes): B batch, T time, D input
+features, H hidden units, G gate width (H for rnn, 3H for gru, 4H for lstm).
+
+A cell is one step for one example: `h_t = step(params, h_prev, xw_t)`, where
+`xw_t = x_t @ w_ih + b` is the input projection, computed for every step outside
+the scan in one matrix product (the hoisted projection of cuDNN's RNNs). The scan
+runs the step over time and `jax.vmap` runs it over the batch at the call site.
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Callable, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+Array = jax.Array
+
+
+# ----------------------------------------------------------------------------- steps
+def rnn_step(p: dict, h_H: Array, xw_H: Array) -> Array:
+  """Elman RNN: h_t = tanh(W_x x_t + b + W_h h_{t-1})."""
+  return jnp.tanh(xw_H + h_H @ p['w_hh'])
+
+
+def lstm_step(p: dict, hc: tuple[Array, Array], xw_G: Array) -> tuple[Array, Array]:
+  """LSTM (Hochreiter & Schmidhuber 1997), gates in flax's order i, f, g, o."""
+  h_H, c_H = hc
+  i, f, g, o = jnp.split(xw_G + h_H @ p['w_hh'], 4, axis=-1)
+  c_H = jax.nn.sigmoid(f) * c_H + jax.nn.sigmoid(i) * jnp.tanh(g)
+  h_H = jax.nn.sigmoid(o) * jnp.tanh(c_H)
+  return h_H, c_H
+
+
+def gru_step(p: dict, h_H: Array, xw_G: Array) -> Array:
+  """GRU (Cho et al. 2014) in flax's form: n = tanh(x_n + r * (W_hn h))."""
+  x_r, x_z, x_n = jnp.split(xw_G, 3, axis=-1)
+  h_r, h_z, h_n = jnp.split(h_H @ p['w_hh'], 3, axis=-1)
+  r = jax.nn.sigmoid(x_r + h_r)
+  z = jax.nn.sigmoid(x_z + h_z)
+  n = jnp.tanh(x_n + r * h_n)
+  return (1.0 - z) * n + z * h_H
+
+
+class Cell(NamedTuple):
+  step: Callable          # (params, state, xw) -> state
+  gates: int              # G / H
+  readout: Callable       # state -> h (the features a layer emits)
+  zero_state: Callable    # (hidden, dtype) -> state for one example
+
+
+CELLS: dict[str, Cell] = {
+    'rnn': Cell(rnn_step, 1, lambda s: s, lambda n, dt: jnp.zeros((n,), dt)),
+    'lstm': Cell(lstm_step, 4, lambda s: s[0],
+                 lambda n, dt: (jnp.zeros((n,), dt), jnp.zeros((n,), dt))),
+    'gru': Cell(gru_step, 3, lambda s: s, lambda n, dt: jnp.zeros((n,), dt)),
+}
+
+
+# ------------------------------------------------------------------------ initialisers
+RECURRENT_INITS = ('orthogonal', 'lecun_normal', 'identity')
+
+
+def recurrent_init(kind: str, spectral_radius: float, key: Array, hidden: int,
+                   gates: int) -> Array:
+  """W_hh [H, G]: one H x H block per gate, each with the given spectral radius.
+
+  'orthogonal' is rho * Q with Q orthogonal, so every eigenvalue has modulus rho
+  (Saxe et al. 2014); 'identity' is rho * I (Le et al. 2015, IRNN); 'lecun_normal'
+  is the usual N(0, 1/H) whose spectral radius is about 1 for large H and is not rescaled.
+  """
+  keys = jax.random.split(key, gates)
+  blocks = []
+  for k in keys:
+    if kind == 'orthogonal':
+      blocks.append(spectral_radius * jax.nn.initializers.orthogonal()(k, (hidden, hidden)))
+    elif kind == 'identity':
+      blocks.append(spectral_radius * jnp.eye(hidden))
+    elif kind == 'lecun_normal':
+      blocks.append(jax.nn.initializers.lecun_normal()(k, (hidden, hidden)))
+    else:
+      raise ValueError(f'unknown recurrent_init {kind!r}; allowed: {", ".join(RECURRENT_INITS)}')
+  return jnp.concatenate(blocks, axis=1)
+
+
+# ------------------------------------------------------------------------------ layers
+class RecurrentLayer(nnx.Module):
+  """One recurrent layer: hoisted input projection, then `lax.scan` of the cell."""
+
+  def __init__(self, cell: str, in_features: int, hidden: int, *, rngs: nnx.Rngs,
+               init: str = 'orthogonal', spectral_radius: float = 1.0,
+               forget_bias: float = 1.0, unroll: int = 1):
+    self.cell_name = cell
+    self.hidden = hidden
+    self.unroll = unroll
+    g = CELLS[cell].gates * hidden
+    self.w_ih = nnx.Param(jax.nn.initializers.lecun_normal()(rngs.params(), (in_features, g)))
+    bias = jnp.zeros((g,))
+    if cell == 'lstm':  # forget-gate bias (Gers et al. 2000; Jozefowicz et al. 2015)
+      bias = bias.at[hidden:2 * hidden].set(forget_bias)
+    self.b = nnx.Param(bias)
+    self.w_hh = nnx.Param(recurrent_init(init, spectral_radius, rngs.params(), hidden,
+                                         CELLS[cell].gates))
+
+  def step_params(self) -> dict:
+    return {'w_hh': self.w_hh[...]}
+
+  def project(self, x_BxTxD: Array) -> Array:
+    """The input projection of every step in one matrix product: [B, T, G]."""
+    return x_BxTxD @ self.w_ih[...] + self.b[...]
+
+  def scan(self, xw_BxTxG: Array, state0=None):
+    """Runs the cell over time. Returns (h_BxTxH, final state)."""
+    cell = CELLS[self.cell_name]
+    b = xw_BxTxG.shape[0]
+    if state0 is None:
+      state0 = jax.vmap(lambda _: cell.zero_state(self.hidden, xw_BxTxG.dtype))(jnp.arange(b))
+    p = self.step_params()
+    step_B = jax.vmap(cell.step, in_axes=(None, 0, 0))
+
+    def body(state, xw_BxG):
+      state = step_B(p, state, xw_BxG)
+      return state, cell.readout(state)
+
+    state_T, h_TxBxH = jax.lax.scan(body, state0, jnp.swapaxes(xw_BxTxG, 0, 1),
+                                    unroll=self.unroll)
+    return jnp.swapaxes(h_TxBxH, 0, 1), state_T
+
+  def __call__(self, x_BxTxD: Array, state0=None):
+    return self.scan(self.project(x_BxTxD), state0)
+
+
+class RecurrentStack(nnx.Module):
+  """`layers` recurrent layers; emits the top layer's h at every step [B, T, H]."""
+
+  def __init__(self, cell: str, in_features: int, hidden: int, layers: int, *,
+               rngs: nnx.Rngs, **layer_kw):
+    self.layers = nnx.List([
+        RecurrentLayer(cell, in_features if i == 0 else hidden, hidden, rngs=rngs, **layer_kw)
+        for i in range(layers)])
+
+  def __call__(self, x_BxTxD: Array, states0=None) -> Array:
+    h = x_BxTxD
+    for i, layer in enumerate(self.layers):
+      h, _ = layer(h, None if states0 is None else states0[i])
+    return h

@@ -1,0 +1,144 @@
+"""Sequence models: an input embedding, a backbone from one table, and a head.
+
+Models know nothing of data, optimisers or files: a task tells `ModelConfig` its
+vocabulary (or input width), its output width and whether it reads every step
+('per_step') or one summary of the sequence ('last').
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Callable
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from seqlab import attention, cells
+
+Array = jax.Array
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelConfig:
+  name: str = 'lstm'                 # backbone, a key of MODELS
+  hidden: int = 128                  # state size (recurrent) or model width (transformer)
+  layers: int = 1                    # stacked layers / blocks
+  vocab_size: int = 0                # token inputs if > 0, else `input_dim` real features
+  input_dim: int = 1                 # width of real-valued inputs (adding problem: 2)
+  num_outputs: int = 1               # head width: classes, vocabulary or 1 for regression
+  readout: str = 'per_step'          # 'per_step' (a prediction at every t) or 'last'
+  recurrent_init: str = 'orthogonal' # W_hh init: orthogonal | lecun_normal | identity
+  spectral_radius: float = 1.0       # rho of each W_hh block (orthogonal, identity)
+  forget_bias: float = 1.0           # LSTM forget-gate bias
+  unroll: int = 1                    # lax.scan unroll factor
+  heads: int = 4                     # attention heads
+  mlp_ratio: int = 4                 # transformer MLP width / model width
+  positions: str = 'sinusoidal'      # 'sinusoidal' or 'learned'
+  pool: str = 'cls'                  # transformer 'last' readout: 'cls' token or 'mean'
+  max_len: int = 1024                # longest sequence (learned positions, CLS included)
+  attention_impl: str = 'einsum'     # a key of attention.ATTENTION_IMPLS
+
+
+class RecurrentBackbone(nnx.Module):
+  """Recurrent stack; always causal, so `causal` is accepted and ignored."""
+  is_recurrent = True
+
+  def __init__(self, cfg: ModelConfig, rngs: nnx.Rngs):
+    self.stack = cells.RecurrentStack(
+        cfg.name, cfg.hidden, cfg.hidden, cfg.layers, rngs=rngs, init=cfg.recurrent_init,
+        spectral_radius=cfg.spectral_radius, forget_bias=cfg.forget_bias, unroll=cfg.unroll)
+
+  def __call__(self, e_BxTxD: Array, causal: bool = True) -> Array:
+    return self.stack(e_BxTxD)
+
+
+class AttentionBackbone(nnx.Module):
+  is_recurrent = False
+
+  def __init__(self, cfg: ModelConfig, rngs: nnx.Rngs):
+    self.net = attention.Transformer(cfg.hidden, cfg.heads, cfg.layers, cfg.mlp_ratio,
+                                     cfg.max_len, cfg.positions, rngs=rngs,
+                                     impl=cfg.attention_impl)
+
+  def __call__(self, e_BxTxD: Array, causal: bool) -> Array:
+    return self.net(e_BxTxD, causal)
+
+
+# name -> backbone constructor (cfg, rngs). New model families register here.
+MODELS: dict[str, Callable[[ModelConfig, nnx.Rngs], nnx.Module]] = {
+    'rnn': RecurrentBackbone,
+    'lstm': RecurrentBackbone,
+    'gru': RecurrentBackbone,
+    'transformer': AttentionBackbone,
+}
+
+
+class SequenceModel(nnx.Module):
+  """inputs [B, T] ints or [B, T, input_dim] -> outputs [B, T, O] or [B, O]."""
+
+  def __init__(self, cfg: ModelConfig, rngs: nnx.Rngs):
+    if cfg.name not in MODELS:
+      raise ValueError(f'unknown model {cfg.name!r}; allowed: {", ".join(MODELS)}')
+    self.cfg = cfg
+    if cfg.vocab_size > 0:
+      self.embed = nnx.Embed(cfg.vocab_size, cfg.hidden, rngs=rngs)
+    else:
+      self.embed = nnx.Linear(cfg.input_dim, cfg.hidden, rngs=rngs)
+    self.backbone = MODELS[cfg.name](cfg, rngs)
+    self.uses_cls = (not self.backbone.is_recurrent and cfg.readout == 'last'
+                     and cfg.pool == 'cls')
+    if self.uses_cls:
+      self.cls = nnx.Param(0.02 * jax.random.normal(rngs.params(), (cfg.hidden,)))
+    self.head = nnx.Linear(cfg.hidden, cfg.num_outputs, rngs=rngs)
+
+  def embed_inputs(self, inputs: Array) -> Array:
+    """[B, T] or [B, T, input_dim] -> embedded inputs e [B, T, D]."""
+    return self.embed(inputs)
+
+  def features(self, e_BxTxD: Array) -> Array:
+    """Backbone and readout: [B, T, D] (per_step) or [B, D] (last)."""
+    per_step = self.cfg.readout == 'per_step'
+    if self.uses_cls:
+      cls_Bx1xD = jnp.broadcast_to(self.cls[...], (e_BxTxD.shape[0], 1, e_BxTxD.shape[2]))
+      e_BxTxD = jnp.concatenate([cls_Bx1xD.astype(e_BxTxD.dtype), e_BxTxD], axis=1)
+    h_BxTxD = self.backbone(e_BxTxD, causal=per_step)
+    if per_step:
+      return h_BxTxD
+    if self.backbone.is_recurrent:
+      return h_BxTxD[:, -1]              # h_T: the recurrent state summarises the sequence
+    return h_BxTxD[:, 0] if self.uses_cls else h_BxTxD.mean(axis=1)
+
+  def __call__(self, inputs: Array) -> Array:
+    return self.head(self.features(self.embed_inputs(inputs)))
+
+
+def count_params(tree) -> int:
+  return int(sum(x.size for x in jax.tree.leaves(tree)))
+
+
+def num_params(cfg: ModelConfig) -> int:
+  """Parameter count without allocating (abstract init)."""
+  model = nnx.eval_shape(lambda: SequenceModel(cfg, nnx.Rngs(0)))
+  return count_params(nnx.state(model, nnx.Param))
+
+
+def size_to_budget(cfg: ModelConfig, budget: int) -> ModelConfig:
+  """The config whose `hidden` brings the parameter count closest to `budget`.
+
+  Fair comparisons hold the parameter count fixed across models (Bai et al. 2018
+  size every model to about the same number of weights).
+  """
+  quantum = cfg.heads * 2 if cfg.name == 'transformer' else 2
+  lo, hi = 1, 4096 // quantum
+  while lo < hi:  # smallest multiple whose count reaches the budget
+    mid = (lo + hi) // 2
+    if num_params(dataclasses.replace(cfg, hidden=mid * quantum)) < budget:
+      lo = mid + 1
+    else:
+      hi = mid
+  candidates = [dataclasses.replace(cfg, hidden=m * quantum) for m in {max(lo - 1, 1), lo}]
+  return min(candidates, key=lambda c: abs(num_params(c) - budget))
+
+
+def build(cfg: ModelConfig, seed: int) -> SequenceModel:
+  return SequenceModel(cfg, nnx.Rngs(params=seed))

@@ -1,0 +1,211 @@
+"""The one training loop, for every model and task.
+
+The train step is a pure function of (state, batch) -> (state, metrics), jitted in
+one place (`compile_steps`) with its shardings and donation stated there. State is
+a plain pytree {'params', 'opt_state', 'step'}; the model is rebuilt inside the
+step with `nnx.merge` (flax NNX's functional API).
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+import sys
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from flax import nnx
+
+from seqlab import models, sharding, tasks, writer
+
+Array = jax.Array
+
+
+# ------------------------------------------------------------------------------ config
+def model_config(config, task: tasks.Task, seq_len: int) -> models.ModelConfig:
+  """ModelConfig from config.model plus what the task dictates; sized to
+  config.model.param_budget when that is > 0."""
+  fields = {f.name for f in dataclasses.fields(models.ModelConfig)}
+  given = {k: v for k, v in config.model.items() if k in fields}
+  cfg = models.ModelConfig(**{
+      **given,
+      'vocab_size': task.vocab_size, 'input_dim': task.input_dim,
+      'num_outputs': task.num_outputs, 'readout': task.readout,
+      'max_len': task.input_len(seq_len) + 1})
+  budget = config.model.get('param_budget', 0)
+  return models.size_to_budget(cfg, budget) if budget else cfg
+
+
+def make_optimizer(tc) -> optax.GradientTransformation:
+  """AdamW with linear warm-up and cosine decay; optional global-norm clipping."""
+  warmup = min(tc.warmup_steps, max(tc.steps - 1, 0))
+  schedule = optax.warmup_cosine_decay_schedule(
+      0.0, tc.lr, warmup_steps=warmup, decay_steps=max(tc.steps, warmup + 1),
+      end_value=tc.lr * tc.get('final_lr_fraction', 0.0))
+  parts = []
+  if tc.clip_norm and tc.clip_norm > 0:
+    parts.append(optax.clip_by_global_norm(tc.clip_norm))
+  parts.append(optax.adamw(schedule, b1=0.9, b2=0.999, weight_decay=tc.weight_decay))
+  return optax.chain(*parts)
+
+
+# ------------------------------------------------------------------------------- steps
+def make_train_step(graphdef, task: tasks.Task, tx: optax.GradientTransformation):
+  def train_step(state, batch):
+    def loss_fn(params):
+      outputs = nnx.merge(graphdef, params)(batch['inputs'])
+      return tasks.loss_and_metrics(task, outputs, batch)
+
+    (loss, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(state['params'])
+    updates, opt_state = tx.update(grads, state['opt_state'], state['params'])
+    params = optax.apply_updates(state['params'], updates)
+    metrics = dict(metrics,
+                   grad_norm=optax.tree.norm(grads),
+                   param_norm=optax.tree.norm(params),
+                   update_norm=optax.tree.norm(updates))
+    metrics['finite'] = jnp.isfinite(loss) & jnp.isfinite(metrics['grad_norm'])
+    return {'params': params, 'opt_state': opt_state, 'step': state['step'] + 1}, metrics
+
+  return train_step
+
+
+def make_eval_step(graphdef, task: tasks.Task):
+  def eval_step(params, batch):
+    outputs = nnx.merge(graphdef, params)(batch['inputs'])
+    return tasks.loss_and_metrics(task, outputs, batch)[1]
+
+  return eval_step
+
+
+@dataclasses.dataclass
+class Compiled:
+  train_step: callable
+  eval_step: callable
+  state_sharding: object
+  mesh: object
+
+
+def compile_steps(graphdef, state, task, tx, mesh) -> Compiled:
+  """The one place the steps are jitted: state replicated, batch split over 'data',
+  the old state donated so its buffers are reused."""
+  repl = sharding.replicated(mesh)
+  state_sh = jax.tree.map(lambda _: repl, state)
+  batch_sh = sharding.data_sharded(mesh)
+  train_step = jax.jit(make_train_step(graphdef, task, tx),
+                       in_shardings=(state_sh, batch_sh), out_shardings=(state_sh, repl),
+                       donate_argnums=0)
+  eval_step = jax.jit(make_eval_step(graphdef, task),
+                      in_shardings=(state_sh['params'], batch_sh), out_shardings=repl)
+  return Compiled(train_step, eval_step, state_sh, mesh)
+
+
+def init_state(cfg: models.ModelConfig, seed: int, tx):
+  model = models.build(cfg, seed)
+  graphdef, params = nnx.split(model, nnx.Param)
+  return graphdef, {'params': params, 'opt_state': tx.init(params),
+                    'step': jnp.zeros((), jnp.int32)}
+
+
+def evaluate(compiled, params, task, config, seq_len, seed) -> dict:
+  tc = config.train
+  sums = {}
+  for i in range(tc.eval_batches):
+    batch = task.batch(seed, i, tc.batch_size, seq_len, split=tasks.EVAL)
+    m = jax.device_get(compiled.eval_step(params, sharding.place_batch(batch, compiled.mesh)))
+    for k, v in m.items():
+      sums[k] = sums.get(k, 0.0) + float(v) / tc.eval_batches
+  return sums
+
+
+# ------------------------------------------------------------------------------- loop
+def _fmt_time(s: float) -> str:
+  s = int(max(s, 0))
+  return f'{s // 3600:d}:{s % 3600 // 60:02d}:{s % 60:02d}'
+
+
+def _none_if_nan(x):
+  return None if x is None or not math.isfinite(x) else float(x)
+
+
+def train(config, workdir: str, *, verbose: bool = True) -> dict:
+  """Trains config.model on config.task at config.task.seq_len; writes config.json,
+  metrics.jsonl and result.json in `workdir` and returns the result."""
+  t_start = time.time()
+  task = tasks.TASKS[config.task.name]
+  seq_len = int(config.task.seq_len)
+  seed = int(config.seed)
+  tc = config.train
+  cfg = model_config(config, task, seq_len)
+  mesh = sharding.make_mesh(config.get('num_devices', 0) or None)
+  sharding.check_batch_size(tc.batch_size, mesh)
+  if writer.is_writer():
+    writer.write_json(os.path.join(workdir, 'config.json'), config.to_dict())
+
+  tx = make_optimizer(tc)
+  graphdef, state = init_state(cfg, seed, tx)
+  n_params = models.count_params(state['params'])
+  compiled = compile_steps(graphdef, state, task, tx, mesh)
+  state = jax.device_put(state, compiled.state_sharding)
+  chance = task.chance_loss(seq_len)
+  tokens_per_step = tc.batch_size * task.input_len(seq_len)
+  log = writer.MetricWriter(workdir)
+  say = print if (verbose and writer.is_writer()) else (lambda *a, **k: None)
+  say(f'[{cfg.name} on {task.name}, T={seq_len}, seed={seed}] {n_params:,} params, '
+      f'hidden={cfg.hidden}, chance loss {chance:.4f} ({task.chance_doc})')
+
+  def batch_at(step):
+    return sharding.place_batch(task.batch(seed, step, tc.batch_size, seq_len), mesh)
+
+  # Dispatch step s, then read step s-1's metrics: the host never waits on the
+  # device just to log, so data for the next step is made while this one runs.
+  pending = None
+  t_last, steps_since = time.time(), 0
+  tokens_per_s = float('nan')
+  first_step = int(jax.device_get(state['step']))
+  for step in range(first_step, tc.steps):
+    state, metrics = compiled.train_step(state, batch_at(step))
+    if pending is not None:
+      _log_step(log, say, *pending, chance, tokens_per_s, tc, t_start)
+    pending = (step, metrics)
+    steps_since += 1
+    if (step + 1) % tc.log_every == 0 or step + 1 == tc.steps:
+      jax.block_until_ready(metrics['loss'])
+      now = time.time()
+      tokens_per_s = steps_since * tokens_per_step / (now - t_last)
+      t_last, steps_since = now, 0
+  if pending is not None:
+    _log_step(log, say, *pending, chance, tokens_per_s, tc, t_start)
+
+  ev = evaluate(compiled, state['params'], task, config, seq_len, seed)
+  log.write(tc.steps, {'eval_loss': ev['loss'], 'eval_accuracy': ev['accuracy']})
+  log.close()
+  result = {
+      'model': cfg.name, 'task': task.name, 'seq_len': seq_len, 'seed': seed,
+      'hidden': cfg.hidden, 'num_params': n_params, 'steps': int(tc.steps),
+      'final_loss': _none_if_nan(ev['loss']),
+      'final_accuracy': _none_if_nan(ev['accuracy']),
+      'chance_loss': chance, 'wall_s': time.time() - t_start,
+      'tokens_per_s': _none_if_nan(tokens_per_s), 'diverged_at_step': None,
+  }
+  say(f'[{cfg.name} on {task.name}, T={seq_len}, seed={seed}] held-out loss '
+      f'{ev["loss"]:.4f} vs chance {chance:.4f}; done in {result["wall_s"]:.1f}s')
+  if writer.is_writer():
+    writer.write_json(os.path.join(workdir, 'result.json'), result)
+  return result
+
+
+def _log_step(log, say, step, metrics, chance, tokens_per_s, tc, t_start):
+  m = {k: float(v) for k, v in jax.device_get(metrics).items()}
+  m['chance_loss'] = chance
+  m['tokens_per_s'] = tokens_per_s
+  log.write(step + 1, m)
+  if (step + 1) % tc.log_every == 0 or step + 1 == tc.steps:
+    elapsed = time.time() - t_start
+    eta = elapsed / (step + 1) * (tc.steps - step - 1)
+    acc = '' if not math.isfinite(m['accuracy']) else f' acc {m["accuracy"]:.3f}'
+    say(f'  step {step + 1:>6}/{tc.steps} loss {m["loss"]:.4f} (chance {chance:.4f}){acc} '
+        f'|g| {m["grad_norm"]:.3g} {tokens_per_s:,.0f} tok/s  '
+        f'elapsed {_fmt_time(elapsed)} left {_fmt_time(eta)}', flush=True)

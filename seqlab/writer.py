@@ -1,0 +1,103 @@
+"""Run outputs: JSON files written atomically and metrics as JSON lines.
+
+Only process 0 writes (multi-host runs share the workdir or copy it afterwards).
+A file is written to a temporary name and renamed, so a killed run never leaves a
+half-written JSON file behind.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+
+import jax
+import numpy as np
+
+
+def is_writer() -> bool:
+  return jax.process_index() == 0
+
+
+def to_jsonable(x):
+  """numpy/jax scalars and arrays -> plain Python; NaN and inf -> None (JSON null)."""
+  if isinstance(x, dict):
+    return {k: to_jsonable(v) for k, v in x.items()}
+  if isinstance(x, (list, tuple)):
+    return [to_jsonable(v) for v in x]
+  if hasattr(x, 'tolist') and not isinstance(x, (str, bytes)):
+    return to_jsonable(np.asarray(x).tolist())
+  if isinstance(x, float) and not math.isfinite(x):
+    return None
+  return x
+
+
+def write_text_atomic(path: str, text: str) -> None:
+  d = os.path.dirname(os.path.abspath(path))
+  os.makedirs(d, exist_ok=True)
+  fd, tmp = tempfile.mkstemp(dir=d, prefix='.tmp-', suffix=os.path.basename(path))
+  try:
+    with os.fdopen(fd, 'w') as f:
+      f.write(text)
+      f.flush()
+      os.fsync(f.fileno())
+    os.replace(tmp, path)
+  except BaseException:
+    if os.path.exists(tmp):
+      os.unlink(tmp)
+    raise
+
+
+def write_json(path: str, obj) -> None:
+  write_text_atomic(path, json.dumps(to_jsonable(obj), indent=2, sort_keys=True) + '\n')
+
+
+def read_json(path: str):
+  with open(path) as f:
+    return json.load(f)
+
+
+def read_jsonl(path: str) -> list[dict]:
+  if not os.path.exists(path):
+    return []
+  rows = []
+  with open(path) as f:
+    for line in f:
+      line = line.strip()
+      if line:
+        try:
+          rows.append(json.loads(line))
+        except json.JSONDecodeError:  # a torn last line from a killed writer: skip it
+          continue
+  return rows
+
+
+def append_jsonl_atomic(path: str, row: dict) -> None:
+  """Appends one line by rewriting the file under a new name and renaming it:
+  readers see the old file or the new one, never a torn line."""
+  old = open(path).read() if os.path.exists(path) else ''
+  if old and not old.endswith('\n'):
+    old += '\n'
+  write_text_atomic(path, old + json.dumps(to_jsonable(row), sort_keys=True) + '\n')
+
+
+class MetricWriter:
+  """metrics.jsonl: one JSON object per logged step (appended, flushed per line)."""
+
+  def __init__(self, workdir: str):
+    self.path = os.path.join(workdir, 'metrics.jsonl')
+    self._f = None
+    if is_writer():
+      os.makedirs(workdir, exist_ok=True)
+      self._f = open(self.path, 'a')
+
+  def write(self, step: int, metrics: dict) -> None:
+    if self._f is None:
+      return
+    self._f.write(json.dumps(to_jsonable({'step': int(step), **metrics}), sort_keys=True) + '\n')
+    self._f.flush()
+
+  def close(self) -> None:
+    if self._f is not None:
+      self._f.close()
+      self._f = None
