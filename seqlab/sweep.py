@@ -47,13 +47,20 @@ def validate(config) -> None:
   for m in sw.models:
     _allowed('model', m, models.MODELS)
   for t in sw.tasks:
-    _allowed('task', t, tasks.TASKS)
+    _allowed('task', t, tasks.task_names())
   for t in sw.tasks:
+    tc = copy.deepcopy(config.task)
+    with tc.unlocked():
+      tc.name = t
+    try:
+      task = tasks.build(tc)
+    except (ValueError, OSError) as e:  # builders raise one-line messages for bad data
+      raise ConfigError(str(e)) from None
     for n in sw.seq_lens:
       n_int = _as_int('seq_len', n)
-      if n_int < tasks.TASKS[t].min_seq_len:
+      if n_int < task.min_seq_len:
         raise ConfigError(f'seq_len={n} is too short for task {t!r}: it needs at least '
-                          f'{tasks.TASKS[t].min_seq_len}')
+                          f'{task.min_seq_len}')
   for s in sw.seeds:
     if _as_int('seed', s) < 0:
       raise ConfigError(f'seed={s} is negative; seeds are integers >= 0')

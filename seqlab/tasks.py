@@ -131,6 +131,27 @@ TASKS: dict[str, Task] = {
 }
 
 
+# Tasks that need data or options (text, ListOps) are built from config.task by a
+# function named here as 'module:function' and imported only when used.
+TASK_BUILDERS: dict[str, str] = {}
+
+
+def task_names() -> list[str]:
+  return list(TASKS) + list(TASK_BUILDERS)
+
+
+def build(task_config) -> Task:
+  """The Task for config.task (its `name` plus any options a builder reads)."""
+  name = task_config.name if hasattr(task_config, 'name') else task_config
+  if name in TASKS:
+    return TASKS[name]
+  if name in TASK_BUILDERS:
+    import importlib
+    module, fn = TASK_BUILDERS[name].split(':')
+    return getattr(importlib.import_module(module), fn)(task_config)
+  raise ValueError(f'unknown task {name!r}; allowed: {", ".join(task_names())}')
+
+
 # -------------------------------------------------------------------------------- loss
 def loss_and_metrics(task: Task, outputs, batch) -> tuple[jax.Array, dict]:
   """Mean loss and metrics for model outputs [B, O] or [B, L, O]. Accuracy is NaN

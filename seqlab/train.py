@@ -134,7 +134,7 @@ def train(config, workdir: str, *, verbose: bool = True) -> dict:
   """Trains config.model on config.task at config.task.seq_len; writes config.json,
   metrics.jsonl and result.json in `workdir` and returns the result."""
   t_start = time.time()
-  task = tasks.TASKS[config.task.name]
+  task = tasks.build(config.task)
   seq_len = int(config.task.seq_len)
   seed = int(config.seed)
   tc = config.train

@@ -1,0 +1,73 @@
+"""One style for every figure in seqlab: model colours and markers, fonts, sizes.
+
+Every study's plotting code calls `apply()`, takes colours from `color(model)` and
+markers from `marker(model)`, and saves with `save(fig, path_without_suffix)` (PNG
+and PDF). Sizes are for a two-column paper: COLUMN (one column) and WIDE (both).
+Plots read only results files (results.jsonl, metrics.jsonl), never training state.
+"""
+from __future__ import annotations
+
+import os
+
+import matplotlib
+
+matplotlib.use('Agg')
+import matplotlib.pyplot as plt  # noqa: E402
+
+COLUMN = (3.4, 2.6)   # inches: one column of a two-column paper
+WIDE = (7.0, 2.8)     # inches: across both columns
+
+# A fixed colour per model, the same in every figure (Okabe-Ito colour-blind-safe palette).
+MODEL_COLORS = {
+    'rnn': '#D55E00',          # vermillion
+    'lstm': '#0072B2',         # blue
+    'gru': '#009E73',          # green
+    'transformer': '#CC79A7',  # purple
+    'lru': '#E69F00',          # orange
+    'mingru': '#56B4E9',       # sky blue
+    'flax_lstm': '#555555',    # baselines in greys
+    'torch_lstm': '#999999',
+    'jax_attention': '#555555',
+    'torch_sdpa': '#999999',
+}
+MODEL_MARKERS = {'rnn': 'o', 'lstm': 's', 'gru': '^', 'transformer': 'D', 'lru': 'v',
+                 'mingru': 'P'}
+_EXTRA = ['#000000', '#F0E442', '#7F7F7F', '#8C564B']
+
+
+def color(model: str) -> str:
+  base = model.split(':')[0].split('/')[0]
+  if base in MODEL_COLORS:
+    return MODEL_COLORS[base]
+  return _EXTRA[sum(map(ord, base)) % len(_EXTRA)]
+
+
+def marker(model: str) -> str:
+  return MODEL_MARKERS.get(model.split(':')[0].split('/')[0], 'x')
+
+
+def apply() -> None:
+  plt.rcParams.update({
+      'font.size': 8, 'axes.titlesize': 9, 'axes.labelsize': 8, 'legend.fontsize': 7,
+      'xtick.labelsize': 7, 'ytick.labelsize': 7, 'lines.linewidth': 1.4,
+      'lines.markersize': 3.5, 'axes.spines.top': False, 'axes.spines.right': False,
+      'axes.grid': True, 'grid.alpha': 0.3, 'grid.linewidth': 0.5, 'legend.frameon': False,
+      'savefig.dpi': 200, 'savefig.bbox': 'tight', 'pdf.fonttype': 42,
+  })
+
+
+def save(fig, path_stem: str) -> list[str]:
+  """Writes path_stem.png and path_stem.pdf; returns both paths."""
+  os.makedirs(os.path.dirname(os.path.abspath(path_stem)), exist_ok=True)
+  paths = [f'{path_stem}.png', f'{path_stem}.pdf']
+  for p in paths:
+    fig.savefig(p)
+  plt.close(fig)
+  return paths
+
+
+def band(ax, x, mean, lo, hi, model: str, label: str | None = None, **kw):
+  """A line with a shaded band (spread over seeds) in the model's colour."""
+  c = color(model)
+  ax.plot(x, mean, color=c, marker=marker(model), label=label or model, **kw)
+  ax.fill_between(x, lo, hi, color=c, alpha=0.2, linewidth=0)
