@@ -22,6 +22,7 @@ class ConfigError(ValueError):
 
 STUDIES = {
     'train': 'seqlab.sweep:run',
+    'report': 'seqlab.report:run',
 }
 
 
@@ -40,7 +41,9 @@ def _allowed(kind: str, value, table) -> None:
 
 def validate(config) -> None:
   """Checks every sweep axis and the sizes before anything compiles."""
-  sw = config.sweep
+  sw = config.get('sweep')
+  if sw is None:  # studies without sweep axes (the report) validate their own parts
+    return
   if not sw.models or not sw.tasks or not sw.seq_lens or not sw.seeds:
     raise ConfigError('the sweep is empty: --models, --tasks, --seq_lens and --seeds each '
                       'need at least one value')

@@ -1,0 +1,119 @@
+"""Long-range capability: tables and figures from a training sweep's results files.
+
+Reads results.jsonl (one line per point) and each point's metrics.jsonl; never
+training state. A point is *solved* when its held-out loss is below
+SOLVED_FRACTION x the task's chance loss; *steps to solve* is the first logged
+training step whose loss falls below that threshold.
+"""
+from __future__ import annotations
+
+import math
+import os
+from collections import defaultdict
+
+import numpy as np
+
+from seqlab import plot_style, writer
+
+SOLVED_FRACTION = 0.1   # solved: held-out loss < 10% of the chance level
+
+
+def _finite(x):
+  return x is not None and math.isfinite(x)
+
+
+def steps_to_solve(point_dir: str, chance: float) -> int | None:
+  for row in writer.read_jsonl(os.path.join(point_dir, 'metrics.jsonl')):
+    if 'loss' in row and _finite(row['loss']) and row['loss'] < SOLVED_FRACTION * chance:
+      return int(row['step'])
+  return None
+
+
+def annotate(workdir: str) -> list[dict]:
+  """results.jsonl rows with `solved`, `steps_to_solve` and `diverged` added."""
+  rows = []
+  for r in writer.read_jsonl(os.path.join(workdir, 'results.jsonl')):
+    r = dict(r)
+    diverged = r.get('diverged_at_step') is not None or not _finite(r.get('final_loss'))
+    r['diverged'] = diverged
+    r['solved'] = (not diverged) and r['final_loss'] < SOLVED_FRACTION * r['chance_loss']
+    r['steps_to_solve'] = (steps_to_solve(os.path.join(workdir, r['point']), r['chance_loss'])
+                           if r['solved'] else None)
+    rows.append(r)
+  return rows
+
+
+def grouped(rows):
+  """(task, seq_len) -> model -> list of rows over seeds."""
+  g = defaultdict(lambda: defaultdict(list))
+  for r in rows:
+    g[(r['task'], r['seq_len'])][r['model']].append(r)
+  return g
+
+
+def table_markdown(rows: list[dict]) -> str:
+  """Paper-style table: rows = (task, T), columns = models, held-out loss
+  mean ± std over seeds, then solved/seeds and diverged seeds in brackets."""
+  if not rows:
+    return '(no results)'
+  models = list(dict.fromkeys(r['model'] for r in rows))
+  g = grouped(rows)
+  head = '| task | T | chance | ' + ' | '.join(models) + ' |'
+  lines = [head, '|' + '---|' * (3 + len(models))]
+  for (task, t) in sorted(g, key=lambda k: (k[0], k[1])):
+    cells = []
+    chance = None
+    for m in models:
+      rs = g[(task, t)].get(m, [])
+      if not rs:
+        cells.append('')
+        continue
+      chance = rs[0]['chance_loss']
+      losses = [r['final_loss'] for r in rs if _finite(r.get('final_loss'))]
+      solved = sum(r['solved'] for r in rs)
+      div = sum(r['diverged'] for r in rs)
+      txt = (f'{np.mean(losses):.3g} ± {np.std(losses):.2g}' if losses else 'diverged')
+      txt += f' ({solved}/{len(rs)} solved' + (f', {div} diverged)' if div else ')')
+      cells.append(txt)
+    lines.append(f'| {task} | {t} | {chance:.3g} | ' + ' | '.join(cells) + ' |')
+  return '\n'.join(lines)
+
+
+def figure(rows: list[dict], out_stem: str) -> list[str]:
+  """Held-out loss / chance against T, one panel per task, one line per model,
+  a band over seeds (min to max), the chance level at 1 and the solved threshold."""
+  import matplotlib.pyplot as plt
+  plot_style.apply()
+  tasks_ = list(dict.fromkeys(r['task'] for r in rows))
+  fig, axes = plt.subplots(1, len(tasks_), figsize=(max(3.4, 2.4 * len(tasks_)), 2.5),
+                           squeeze=False)
+  for ax, task in zip(axes[0], tasks_):
+    by_model = defaultdict(lambda: defaultdict(list))
+    for r in rows:
+      if r['task'] == task and _finite(r.get('final_loss')):
+        by_model[r['model']][r['seq_len']].append(r['final_loss'] / r['chance_loss'])
+    for m, by_t in by_model.items():
+      ts = sorted(by_t)
+      vals = [np.array(by_t[t]) for t in ts]
+      plot_style.band(ax, ts, [v.mean() for v in vals], [v.min() for v in vals],
+                      [v.max() for v in vals], m)
+    ax.axhline(1.0, color='k', lw=0.8, ls='--', label='chance')
+    ax.axhline(SOLVED_FRACTION, color='k', lw=0.6, ls=':', label='solved')
+    ax.set_xscale('log')
+    ax.set_yscale('log')
+    ax.set_title(task)
+    ax.set_xlabel('sequence length T')
+  axes[0][0].set_ylabel('held-out loss / chance')
+  handles, labels = axes[0][-1].get_legend_handles_labels()
+  fig.legend(handles, labels, loc='center left', bbox_to_anchor=(1.0, 0.5))
+  fig.tight_layout()
+  return plot_style.save(fig, out_stem)
+
+
+def draw(workdir: str) -> dict:
+  """Redraws the long-range figure and table from `workdir`'s results files."""
+  rows = annotate(workdir)
+  figs = figure(rows, os.path.join(workdir, 'figures', 'long_range')) if rows else []
+  table = table_markdown(rows)
+  writer.write_text_atomic(os.path.join(workdir, 'table.md'), table + '\n')
+  return {'rows': rows, 'figures': figs, 'table': table}

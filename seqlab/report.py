@@ -1,0 +1,258 @@
+"""The full report: run every study at one scale, redraw every figure from results
+files, and write report.md and a self-contained report.html.
+
+SECTIONS is the one table of studies in the report. Each entry names the experiment
+config (run as `experiments/<config>.py:<scale>`) and a `draw` function
+'module:function' taking the section's workdir and returning
+  {'figures': [png/pdf paths], 'table': markdown or None,
+   'claims': [(claim, verdict with numbers), ...]}
+`draw` reads only results files, so `--config.redraw_only=True` rebuilds the whole
+report in seconds without training anything.
+"""
+from __future__ import annotations
+
+import base64
+import copy
+import datetime
+import html
+import importlib
+import importlib.util
+import math
+import os
+import platform
+import re
+import sys
+import time
+from collections import defaultdict
+
+import numpy as np
+
+from seqlab import plots_long_range, writer
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _call(spec: str, *args):
+  module, fn = spec.split(':')
+  return getattr(importlib.import_module(module), fn)(*args)
+
+
+# ------------------------------------------------------------------ long-range claims
+def _ratio_by(rows, task, model):
+  """seq_len -> mean held-out loss / chance over seeds (finite runs only)."""
+  out = defaultdict(list)
+  for r in rows:
+    if r['task'] == task and r['model'] == model and r.get('final_loss') is not None:
+      out[r['seq_len']].append(r['final_loss'] / r['chance_loss'])
+  return {t: float(np.mean(v)) for t, v in sorted(out.items())}
+
+
+def _fmt_ratios(d):
+  return ', '.join(f'T={t}: {v:.3g}' for t, v in d.items()) or 'no runs'
+
+
+def draw_long_range(workdir: str) -> dict:
+  d = plots_long_range.draw(workdir)
+  rows = d['rows']
+  claims = []
+  if any(r['task'] == 'adding' for r in rows):
+    rnn = _ratio_by(rows, 'adding', 'rnn')
+    others = {m: _ratio_by(rows, 'adding', m) for m in ('lstm', 'gru', 'transformer')}
+    rnn_at_chance = bool(rnn) and all(v > 0.5 for v in rnn.values())
+    solvers = [m for m, d_ in others.items() if d_ and all(v < plots_long_range.SOLVED_FRACTION
+                                                           for v in d_.values())]
+    verdict = ('supported' if rnn_at_chance and len(solvers) >= 2 else
+               'partly supported' if rnn_at_chance or solvers else 'not supported')
+    claims.append((
+        'Adding problem: a vanilla RNN stays near the 1/6 chance level as T grows, while '
+        'gated cells and attention solve it.',
+        f'{verdict}. Held-out MSE / chance: rnn {_fmt_ratios(rnn)}; ' + '; '.join(
+            f'{m} {_fmt_ratios(v)}' for m, v in others.items() if v) +
+        f'. Solved at every T (< {plots_long_range.SOLVED_FRACTION:g} x chance): '
+        f'{", ".join(solvers) or "none"}.'))
+  if any(r['task'] == 'copy' for r in rows):
+    longest = max(r['seq_len'] for r in rows if r['task'] == 'copy')
+    rec = {m: _ratio_by(rows, 'copy', m).get(longest) for m in ('rnn', 'lstm', 'gru')}
+    rec = {m: v for m, v in rec.items() if v is not None}
+    at_base = [m for m, v in rec.items() if v > 0.5]
+    claims.append((
+        f'Copy memory at the longest T ({longest}): RNN, LSTM and GRU sit at the memoryless '
+        'baseline 10 ln 8/(T+20) within the step budget (Bai et al. 2018, Table 1).',
+        f'{"supported" if len(at_base) == len(rec) and rec else "partly supported" if at_base else "not supported"}. '
+        f'Held-out loss / baseline at T={longest}: ' +
+        ', '.join(f'{m} {v:.3g}' for m, v in rec.items()) + '.'))
+  return {'figures': d['figures'], 'table': d['table'], 'claims': claims}
+
+
+# name, title, experiments config, draw function
+SECTIONS = [
+    ('long_range', 'Long-range capability', 'long_range', 'seqlab.report:draw_long_range'),
+]
+
+
+# ----------------------------------------------------------------------------- running
+def load_experiment(name: str, scale: str):
+  path = os.path.join(ROOT, 'experiments', f'{name}.py')
+  spec = importlib.util.spec_from_file_location(f'_exp_{name}', path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module.get_config(scale)
+
+
+def command_for(name: str, scale: str, workdir: str) -> str:
+  return (f'python launch.py --config=experiments/{name}.py:{scale} '
+          f'--workdir={os.path.join(workdir, name)}')
+
+
+def run(config, workdir: str) -> dict:
+  """Runs (or, with redraw_only, only redraws) every section, then writes the report."""
+  from seqlab import sweep
+  sections = [s for s in SECTIONS if not config.sections or s[0] in config.sections]
+  timings = {}
+  if not config.redraw_only:
+    for name, title, exp, _ in sections:
+      sub = load_experiment(exp, config.scale)
+      sweep.validate(sub)
+      t0 = time.time()
+      print(f'== report: running {name} ({exp}.py:{config.scale}) ==', flush=True)
+      sweep.study_fn(sub.get('study', 'train'))(sub, os.path.join(workdir, name))
+      timings[name] = time.time() - t0
+  drawn = []
+  for name, title, exp, draw in sections:
+    sub_dir = os.path.join(workdir, name)
+    if not os.path.exists(os.path.join(sub_dir, 'results.jsonl')):
+      print(f'report: {name} has no results yet; skipped (run without redraw_only)')
+      continue
+    drawn.append((name, title, exp, _call(draw, sub_dir)))
+  paths = write_report(config, workdir, drawn, timings)
+  print(f'report: {paths[0]}\n        {paths[1]}')
+  return {'report_md': paths[0], 'report_html': paths[1]}
+
+
+# ------------------------------------------------------------------------------ writing
+def environment() -> dict:
+  import jax
+  versions = {'python': platform.python_version()}
+  for pkg in ('jax', 'jaxlib', 'flax', 'optax', 'orbax.checkpoint', 'datasets', 'numpy',
+              'matplotlib'):
+    try:
+      versions[pkg] = importlib.import_module(pkg).__version__
+    except Exception:  # an optional package missing is reported, not fatal
+      versions[pkg] = 'not installed'
+  dev = jax.devices()[0]
+  device = f'{jax.device_count()} x {dev.platform} ({getattr(dev, "device_kind", "?")})'
+  if dev.platform == 'cpu':
+    device += f', {os.cpu_count()} CPU cores, {platform.processor() or platform.machine()}'
+  return {'versions': versions, 'device': device,
+          'date': datetime.datetime.now(datetime.timezone.utc).strftime('%Y-%m-%d %H:%M UTC')}
+
+
+def write_report(config, workdir, drawn, timings) -> tuple[str, str]:
+  env = environment()
+  md = [f'# seqlab report ({config.scale})', '',
+        f'Generated {env["date"]} on {env["device"]}.', '',
+        'Reproduce everything (runs only what is missing, then redraws):', '',
+        '```bash', f'python launch.py --config=experiments/report.py:{config.scale} '
+        f'--workdir={workdir}', '```', '',
+        'Redraw figures and this report from the results files only (seconds):', '',
+        '```bash', f'python launch.py --config=experiments/report.py:{config.scale} '
+        f'--workdir={workdir} --config.redraw_only=True', '```', '']
+  md += ['## Claims at a glance', '', '| study | claim | verdict |', '|---|---|---|']
+  for name, title, exp, d in drawn:
+    for claim, verdict in d['claims']:
+      md.append(f'| {title} | {claim} | {verdict} |')
+  md.append('')
+  for name, title, exp, d in drawn:
+    md += [f'## {title}', '', 'Command for this study alone:', '', '```bash',
+           command_for(exp, config.scale, workdir), '```', '']
+    if name in timings:
+      md += [f'Ran in {timings[name]:.0f} s in this report run.', '']
+    for claim, verdict in d['claims']:
+      md += [f'- **Claim.** {claim}', f'  **Verdict.** {verdict}']
+    md.append('')
+    for fig in d['figures']:
+      if fig.endswith('.png'):
+        rel = os.path.relpath(fig, workdir)
+        md += [f'![{title}]({rel})', '', f'*{title}: {_caption(fig, d)}* '
+               f'([PDF]({os.path.splitext(rel)[0]}.pdf))', '']
+    if d.get('table'):
+      md += [d['table'], '']
+  md += ['## Versions', '', '| package | version |', '|---|---|']
+  md += [f'| {k} | {v} |' for k, v in env['versions'].items()]
+  text = '\n'.join(md) + '\n'
+  md_path = os.path.join(workdir, 'report.md')
+  html_path = os.path.join(workdir, 'report.html')
+  writer.write_text_atomic(md_path, text)
+  writer.write_text_atomic(html_path, markdown_to_html(text, workdir))
+  return md_path, html_path
+
+
+def _caption(fig: str, d: dict) -> str:
+  captions = d.get('captions', {})
+  return captions.get(os.path.splitext(os.path.basename(fig))[0],
+                      '; '.join(c for c, _ in d['claims'][:1]) or os.path.basename(fig))
+
+
+def markdown_to_html(text: str, base: str) -> str:
+  """A small converter for the subset report.md uses: headings, paragraphs, code
+  blocks, pipe tables, bullet lists, bold/italic, and images embedded as data URIs
+  (so report.html is one self-contained file)."""
+  out, lines, i = [], text.splitlines(), 0
+
+  def inline(s):
+    s = html.escape(s)
+    s = re.sub(r'\*\*(.+?)\*\*', r'<b>\1</b>', s)
+    s = re.sub(r'(?<!\*)\*([^*]+?)\*(?!\*)', r'<i>\1</i>', s)
+    s = re.sub(r'\[([^\]]+)\]\(([^)]+)\)', r'<a href="\2">\1</a>', s)
+    return s
+
+  while i < len(lines):
+    line = lines[i]
+    if line.startswith('```'):
+      j = i + 1
+      while j < len(lines) and not lines[j].startswith('```'):
+        j += 1
+      out.append('<pre><code>' + html.escape('\n'.join(lines[i + 1:j])) + '</code></pre>')
+      i = j + 1
+      continue
+    m = re.match(r'^(#+) (.*)', line)
+    if m:
+      n = len(m.group(1))
+      out.append(f'<h{n}>{inline(m.group(2))}</h{n}>')
+    elif line.startswith('!['):
+      m = re.match(r'!\[([^\]]*)\]\(([^)]+)\)', line)
+      path = os.path.join(base, m.group(2))
+      data = base64.b64encode(open(path, 'rb').read()).decode() if os.path.exists(path) else ''
+      out.append(f'<figure><img alt="{html.escape(m.group(1))}" '
+                 f'src="data:image/png;base64,{data}"></figure>')
+    elif line.startswith('|'):
+      rows = []
+      while i < len(lines) and lines[i].startswith('|'):
+        rows.append([c.strip() for c in lines[i].strip('|').split('|')])
+        i += 1
+      body = ''.join('<tr>' + ''.join(f'<td>{inline(c)}</td>' for c in r) + '</tr>'
+                     for r in rows[2:])
+      out.append('<table><thead><tr>' + ''.join(f'<th>{inline(c)}</th>' for c in rows[0]) +
+                 f'</tr></thead><tbody>{body}</tbody></table>')
+      continue
+    elif line.startswith('- ') or line.startswith('  **'):
+      items = []
+      while i < len(lines) and (lines[i].startswith('- ') or lines[i].startswith('  ')):
+        if lines[i].startswith('- '):
+          items.append(inline(lines[i][2:]))
+        else:
+          items[-1] += '<br>' + inline(lines[i].strip())
+        i += 1
+      out.append('<ul>' + ''.join(f'<li>{it}</li>' for it in items) + '</ul>')
+      continue
+    elif line.strip():
+      out.append(f'<p>{inline(line)}</p>')
+    i += 1
+  style = ('body{font-family:Helvetica,Arial,sans-serif;max-width:900px;margin:2em auto;'
+           'padding:0 1em;line-height:1.45;color:#222}img{max-width:100%;border:1px solid #eee}'
+           'table{border-collapse:collapse;margin:1em 0;font-size:0.9em}'
+           'td,th{border:1px solid #ccc;padding:3px 7px;text-align:left;vertical-align:top}'
+           'th{background:#f3f3f3}pre{background:#f6f6f6;padding:0.7em;overflow-x:auto}'
+           'figure{margin:1em 0}h2{border-bottom:1px solid #ddd;padding-bottom:0.2em}')
+  return (f'<!doctype html><html><head><meta charset="utf-8"><title>seqlab report</title>'
+          f'<style>{style}</style></head><body>' + '\n'.join(out) + '</body></html>\n')
