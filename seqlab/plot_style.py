@@ -71,3 +71,13 @@ def band(ax, x, mean, lo, hi, model: str, label: str | None = None, **kw):
   c = color(model)
   ax.plot(x, mean, color=c, marker=marker(model), label=label or model, **kw)
   ax.fill_between(x, lo, hi, color=c, alpha=0.2, linewidth=0)
+
+
+def log_ticks(ax, values, axis: str = 'x') -> None:
+  """Ticks of a log axis at the measured values, labelled plainly (no 3x10^1)."""
+  from matplotlib.ticker import FixedLocator, NullLocator, FixedFormatter
+  vals = sorted(set(values))
+  a = ax.xaxis if axis == 'x' else ax.yaxis
+  a.set_major_locator(FixedLocator(vals))
+  a.set_major_formatter(FixedFormatter([f'{v:g}' for v in vals]))
+  a.set_minor_locator(NullLocator())

@@ -101,6 +101,7 @@ def figure(rows: list[dict], out_stem: str) -> list[str]:
     ax.axhline(SOLVED_FRACTION, color='k', lw=0.6, ls=':', label='solved')
     ax.set_xscale('log')
     ax.set_yscale('log')
+    plot_style.log_ticks(ax, [r['seq_len'] for r in rows if r['task'] == task])
     ax.set_title(task)
     ax.set_xlabel('sequence length T')
   axes[0][0].set_ylabel('held-out loss / chance')

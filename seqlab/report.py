@@ -81,6 +81,19 @@ def draw_long_range(workdir: str) -> dict:
         f'{"supported" if len(at_base) == len(rec) and rec else "partly supported" if at_base else "not supported"}. '
         f'Held-out loss / baseline at T={longest}: ' +
         ', '.join(f'{m} {v:.3g}' for m, v in rec.items()) + '.'))
+  if any(r['task'] == 'recall' for r in rows):
+    ratios = {m: _ratio_by(rows, 'recall', m) for m in
+              dict.fromkeys(r['model'] for r in rows if r['task'] == 'recall')}
+    longest = max(r['seq_len'] for r in rows if r['task'] == 'recall')
+    att = ratios.get('transformer', {}).get(longest)
+    rec = {m: v.get(longest) for m, v in ratios.items() if m in ('rnn', 'lstm', 'gru')}
+    ok = att is not None and att < plots_long_range.SOLVED_FRACTION and all(
+        v > 0.5 for v in rec.values() if v is not None)
+    claims.append((
+        f'First-token recall at T={longest}: attention reads the first position directly '
+        '(a path of length 1), while recurrent models must carry it through T steps.',
+        f'{"supported" if ok else "not supported"}. Held-out loss / chance (ln 8): ' +
+        ', '.join(f'{m} {v[longest]:.3g}' for m, v in ratios.items() if longest in v) + '.'))
   return {'figures': d['figures'], 'table': d['table'], 'claims': claims}
 
 
