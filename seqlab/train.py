@@ -151,7 +151,7 @@ def train(config, workdir: str, *, verbose: bool = True) -> dict:
   state = jax.device_put(state, compiled.state_sharding)
   chance = task.chance_loss(seq_len)
   tokens_per_step = tc.batch_size * task.input_len(seq_len)
-  log = writer.MetricWriter(workdir)
+  log = writer.MetricWriter(workdir, tensorboard=tc.get('tensorboard', False))
   say = print if (verbose and writer.is_writer()) else (lambda *a, **k: None)
   say(f'[{cfg.name} on {task.name}, T={seq_len}, seed={seed}] {n_params:,} params, '
       f'hidden={cfg.hidden}, chance loss {chance:.4f} ({task.chance_doc})')

@@ -82,22 +82,38 @@ def append_jsonl_atomic(path: str, row: dict) -> None:
 
 
 class MetricWriter:
-  """metrics.jsonl: one JSON object per logged step (appended, flushed per line)."""
+  """metrics.jsonl: one JSON object per logged step (appended, flushed per line).
 
-  def __init__(self, workdir: str):
+  With tensorboard=True the same scalars also go to TensorBoard event files in
+  workdir/tb through tensorboardX (no TensorFlow needed).
+  """
+
+  def __init__(self, workdir: str, tensorboard: bool = False):
     self.path = os.path.join(workdir, 'metrics.jsonl')
     self._f = None
+    self._tb = None
     if is_writer():
       os.makedirs(workdir, exist_ok=True)
       self._f = open(self.path, 'a')
+      if tensorboard:
+        import tensorboardX
+        self._tb = tensorboardX.SummaryWriter(os.path.join(workdir, 'tb'))
 
   def write(self, step: int, metrics: dict) -> None:
     if self._f is None:
       return
-    self._f.write(json.dumps(to_jsonable({'step': int(step), **metrics}), sort_keys=True) + '\n')
+    row = to_jsonable({'step': int(step), **metrics})
+    self._f.write(json.dumps(row, sort_keys=True) + '\n')
     self._f.flush()
+    if self._tb is not None:
+      for k, v in row.items():
+        if k != 'step' and isinstance(v, (int, float)) and not isinstance(v, bool):
+          self._tb.add_scalar(k, v, int(step))
 
   def close(self) -> None:
     if self._f is not None:
       self._f.close()
       self._f = None
+    if self._tb is not None:
+      self._tb.close()
+      self._tb = None

@@ -67,3 +67,10 @@ def test_sweep_writes_one_line_per_point_and_skips_finished(tmp_path, capsys):
   sweep.run(c, str(tmp_path))
   assert 'already finished' in capsys.readouterr().out
   assert len(writer.read_jsonl(str(tmp_path / 'results.jsonl'))) == 2
+
+
+def test_tensorboard_events_mirror_metrics(tmp_path):
+  from tensorboardX import SummaryWriter  # noqa: F401  (the dependency is real)
+  train.train(tiny_config(steps=2, tensorboard=True), str(tmp_path), verbose=False)
+  events = [f for f in os.listdir(tmp_path / 'tb') if f.startswith('events.out.tfevents')]
+  assert events and os.path.getsize(tmp_path / 'tb' / events[0]) > 100
