@@ -1,6 +1,6 @@
 """seqlab launcher: the only file that defines flags.
 
-  python launch.py                                   # the default study
+  python launch.py                                   # the default study (gradient flow)
   python launch.py --config=experiments/long_range.py --models=rnn,lstm \
       --tasks=adding --seq_lens=50,200 --seeds=0,1 --config.train.steps=1000
 
@@ -16,7 +16,7 @@ from absl import app, flags
 from ml_collections import config_flags
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-DEFAULT_CONFIG = 'experiments/long_range.py'
+DEFAULT_CONFIG = 'experiments/grad_flow.py'
 
 
 def fail(msg: str, status: int = 2):
@@ -42,7 +42,10 @@ def check_config_args(argv) -> None:
   module_spec = importlib.util.spec_from_file_location('_seqlab_config', path)
   module = importlib.util.module_from_spec(module_spec)
   module_spec.loader.exec_module(module)
-  config = module.get_config(arg) if arg else module.get_config()
+  try:
+    config = module.get_config(arg) if arg else module.get_config()
+  except ValueError as e:  # an unknown :variant names itself and the allowed ones
+    fail(str(e))
   for a in argv[1:]:
     if not a.startswith('--config.'):
       continue
@@ -68,6 +71,26 @@ flags.DEFINE_list('models', None, 'Models to sweep, e.g. rnn,lstm,gru,transforme
 flags.DEFINE_list('tasks', None, 'Tasks to sweep, e.g. adding,copy,recall,kback.')
 flags.DEFINE_list('seq_lens', None, 'Sequence lengths to sweep, e.g. 50,200,1000.')
 flags.DEFINE_list('seeds', None, 'Seeds to sweep, e.g. 0,1,2.')
+flags.DEFINE_bool('override', False, 'Run even though --workdir holds a config.json that '
+                  'differs from this command (finished points are kept).')
+# Multi-host (seqlab/distributed.py): automatic on a TPU VM pod, explicit elsewhere.
+flags.DEFINE_bool('distributed', False, 'Call jax.distributed.initialize() with the cluster '
+                  'auto-detected (TPU VM pods; --tpu passes it to every worker).')
+flags.DEFINE_string('coordinator_address', None, 'HOST:PORT of process 0, for a multi-host '
+                    'run outside a TPU pod (with --num_processes and --process_id).')
+flags.DEFINE_integer('num_processes', None, 'Processes (hosts) in a multi-host run.')
+flags.DEFINE_integer('process_id', None, 'This process: 0 .. num_processes-1.')
+flags.DEFINE_integer('distributed_timeout', 300, 'Seconds to wait for every process to '
+                     'join before failing with one line (exit 1).')
+# Launching on Cloud TPU VMs (seqlab/tpu_launch.py): the same command on every worker.
+flags.DEFINE_string('tpu', None, 'Run this command on the TPU VM (or pod slice) NAME.')
+flags.DEFINE_string('zone', None, 'Zone of --tpu, e.g. us-central2-b.')
+flags.DEFINE_string('project', None, 'gcloud project of --tpu (default: gcloud\'s).')
+flags.DEFINE_string('accelerator_type', 'v4-8', 'TPU type to create when --tpu does not exist.')
+flags.DEFINE_string('runtime_version', 'tpu-ubuntu2204-base', 'TPU VM software version.')
+flags.DEFINE_bool('queued_resource', False, 'Create --tpu through a queued resource.')
+flags.DEFINE_bool('dry_run', False, 'With --tpu: print the gcloud commands, run none.')
+flags.DEFINE_string('fetch_to', '.', 'With --tpu: local folder the workdir is copied into.')
 FLAGS = flags.FLAGS
 
 
@@ -98,18 +121,51 @@ def build_config():
   return config
 
 
+def jax_process_index() -> int:
+  import jax
+  return jax.process_index()
+
+
 def main(argv):
   if len(argv) > 1:
     fail(f'unexpected arguments {argv[1:]}; flags take the form --name=value')
-  from seqlab import sweep
+  from seqlab import distributed, sweep
   config = build_config()
   workdir = FLAGS.workdir or os.path.join('runs', config_name())
+  cluster = distributed.ClusterSpec(FLAGS.coordinator_address, FLAGS.num_processes,
+                                    FLAGS.process_id, FLAGS.distributed_timeout,
+                                    auto=FLAGS.distributed)
+  try:
+    distributed.validate(cluster)
+  except ValueError as e:
+    fail(str(e))
+  # Before anything asks jax for devices (sweep.validate does): every host runs this.
+  if not FLAGS.tpu and distributed.connect(cluster) and jax_process_index() == 0:
+    print(distributed.describe(), flush=True)
   try:
     run = sweep.study_fn(config.get('study', 'train'))
     sweep.validate(config)
   except sweep.ConfigError as e:
     fail(str(e))
-  run(config, workdir)
+  if FLAGS.tpu:  # checked here, run there: the same command on every TPU worker
+    from seqlab import tpu_launch
+    if not FLAGS.zone:
+      fail(f'--tpu={FLAGS.tpu} needs --zone (e.g. --zone=us-central2-b)')
+    spec = tpu_launch.TpuSpec(FLAGS.tpu, FLAGS.zone, FLAGS.project, FLAGS.accelerator_type,
+                              FLAGS.runtime_version, FLAGS.queued_resource, FLAGS.dry_run,
+                              FLAGS.fetch_to)
+    sys.exit(tpu_launch.main(spec, sys.argv[1:], workdir, HERE))
+  try:
+    sweep.open_workdir(config, workdir, override=FLAGS.override)
+  except sweep.ConfigError as e:
+    fail(str(e))
+  from seqlab import writer
+  try:
+    run(config, workdir)
+  except writer.WriteError as e:
+    fail(str(e), status=1)
+  except sweep.ConfigError as e:  # a study's own checks, made before it measures anything
+    fail(str(e))
 
 
 if __name__ == '__main__':

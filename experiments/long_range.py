@@ -28,7 +28,10 @@ def get_config(arg: str = ''):
   c.task = ml_collections.ConfigDict(dict(name='adding', seq_len=50))
   c.train = ml_collections.ConfigDict(dict(
       steps=600, batch_size=32, lr=3e-3, warmup_steps=50, weight_decay=0.0, clip_norm=1.0,
-      final_lr_fraction=0.0, log_every=100, eval_batches=8, tensorboard=False))
+      final_lr_fraction=0.0, log_every=100, eval_batches=8, tensorboard=False,
+      checkpoint_every=100,             # also at the end and on SIGTERM; 0: only those
+      keep_checkpoints=2,               # the last K, plus the best by held-out loss
+      skip_nonfinite=0))                # >0: skip up to this many bad updates in a row
   c.sweep = ml_collections.ConfigDict(dict(
       models=['rnn', 'lstm', 'gru', 'transformer'], tasks=['adding'], seq_lens=[50, 200],
       seeds=[0]))

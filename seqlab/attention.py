@@ -47,6 +47,14 @@ def _jax_dot_product(q, k, v, causal):
 ATTENTION_IMPLS = {'einsum': _vmapped_einsum, 'jax': _jax_dot_product}
 
 
+def _blocked(q, k, v, causal):  # online-softmax blocks, O(T) memory (blocked_attention.py)
+  from seqlab import blocked_attention
+  return blocked_attention.blocked_attention(q, k, v, causal)
+
+
+ATTENTION_IMPLS['blocked'] = _blocked
+
+
 class MultiHeadAttention(nnx.Module):
   def __init__(self, width: int, heads: int, *, rngs: nnx.Rngs, impl: str = 'einsum'):
     if width % heads:

@@ -46,6 +46,12 @@ def gru_step(p: dict, h_H: Array, xw_G: Array) -> Array:
   return (1.0 - z) * n + z * h_H
 
 
+def linear_step(p: dict, h_H: Array, xw_H: Array) -> Array:
+  """Linear recurrence h_t = W h_{t-1} + U x_t + b: the exact case of gradient
+  theory (||dh_T/dh_t|| = rho^(T-t) for W = rho Q). Used by diagnostics and tests."""
+  return xw_H + h_H @ p['w_hh']
+
+
 class Cell(NamedTuple):
   step: Callable          # (params, state, xw) -> state
   gates: int              # G / H
@@ -58,6 +64,7 @@ CELLS: dict[str, Cell] = {
     'lstm': Cell(lstm_step, 4, lambda s: s[0],
                  lambda n, dt: (jnp.zeros((n,), dt), jnp.zeros((n,), dt))),
     'gru': Cell(gru_step, 3, lambda s: s, lambda n, dt: jnp.zeros((n,), dt)),
+    'linear': Cell(linear_step, 1, lambda s: s, lambda n, dt: jnp.zeros((n,), dt)),
 }
 
 
@@ -93,10 +100,12 @@ class RecurrentLayer(nnx.Module):
 
   def __init__(self, cell: str, in_features: int, hidden: int, *, rngs: nnx.Rngs,
                init: str = 'orthogonal', spectral_radius: float = 1.0,
-               forget_bias: float = 1.0, unroll: int = 1):
+               forget_bias: float = 1.0, unroll: int = 1, impl: str = 'scan'):
     self.cell_name = cell
     self.hidden = hidden
     self.unroll = unroll
+    # 'scan' is the reference below; 'fused' is fast_rnn's custom-vjp scan (lstm, gru).
+    self.impl = impl if cell in ('lstm', 'gru') else 'scan'
     g = CELLS[cell].gates * hidden
     self.w_ih = nnx.Param(jax.nn.initializers.lecun_normal()(rngs.params(), (in_features, g)))
     bias = jnp.zeros((g,))
@@ -120,6 +129,9 @@ class RecurrentLayer(nnx.Module):
     if state0 is None:
       state0 = jax.vmap(lambda _: cell.zero_state(self.hidden, xw_BxTxG.dtype))(jnp.arange(b))
     p = self.step_params()
+    if self.impl == 'fused':
+      from seqlab import fast_rnn
+      return fast_rnn.fused_scan(self.cell_name, p['w_hh'], xw_BxTxG, state0, self.unroll)
     step_B = jax.vmap(cell.step, in_axes=(None, 0, 0))
 
     def body(state, xw_BxG):

@@ -13,7 +13,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from seqlab import attention, cells
+from seqlab import attention, cells, linear_rnn
 
 Array = jax.Array
 
@@ -37,6 +37,11 @@ class ModelConfig:
   pool: str = 'cls'                  # transformer 'last' readout: 'cls' token or 'mean'
   max_len: int = 1024                # longest sequence (learned positions, CLS included)
   attention_impl: str = 'einsum'     # a key of attention.ATTENTION_IMPLS
+  recurrent_impl: str = 'scan'       # 'scan' reference | 'fused' custom-vjp (fast_rnn)
+  scan_impl: str = 'parallel'        # lru/mingru: 'sequential' lax.scan | 'parallel' associative
+  r_min: float = 0.9                 # lru: eigenvalue ring r_min <= |lambda| (Orvieto et al. 2023)
+  r_max: float = 0.999               # lru: |lambda| <= r_max
+  max_phase: float = 6.283185307     # lru: arg(lambda) ~ U[0, max_phase]
 
 
 class RecurrentBackbone(nnx.Module):
@@ -46,7 +51,8 @@ class RecurrentBackbone(nnx.Module):
   def __init__(self, cfg: ModelConfig, rngs: nnx.Rngs):
     self.stack = cells.RecurrentStack(
         cfg.name, cfg.hidden, cfg.hidden, cfg.layers, rngs=rngs, init=cfg.recurrent_init,
-        spectral_radius=cfg.spectral_radius, forget_bias=cfg.forget_bias, unroll=cfg.unroll)
+        spectral_radius=cfg.spectral_radius, forget_bias=cfg.forget_bias, unroll=cfg.unroll,
+        impl=cfg.recurrent_impl)
 
   def __call__(self, e_BxTxD: Array, causal: bool = True) -> Array:
     return self.stack(e_BxTxD)
@@ -70,6 +76,8 @@ MODELS: dict[str, Callable[[ModelConfig, nnx.Rngs], nnx.Module]] = {
     'lstm': RecurrentBackbone,
     'gru': RecurrentBackbone,
     'transformer': AttentionBackbone,
+    'lru': linear_rnn.LinearRecurrentBackbone,
+    'mingru': linear_rnn.LinearRecurrentBackbone,
 }
 
 

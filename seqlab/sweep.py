@@ -23,6 +23,8 @@ class ConfigError(ValueError):
 STUDIES = {
     'train': 'seqlab.sweep:run',
     'report': 'seqlab.report:run',
+    'grad_flow': 'seqlab.grad_flow:run',
+    'text': 'seqlab.text_tasks:run',
 }
 
 
@@ -64,6 +66,9 @@ def validate(config) -> None:
       if n_int < task.min_seq_len:
         raise ConfigError(f'seq_len={n} is too short for task {t!r}: it needs at least '
                           f'{task.min_seq_len}')
+      if task.max_seq_len and n_int > task.max_seq_len:
+        raise ConfigError(f'seq_len={n} is longer than the data of task {t!r} allows (at most '
+                          f'{task.max_seq_len} tokens); use a shorter seq_len or more text')
   for s in sw.seeds:
     if _as_int('seed', s) < 0:
       raise ConfigError(f'seed={s} is negative; seeds are integers >= 0')
@@ -98,6 +103,58 @@ def _as_int(name, v) -> int:
     return int(v)
   except (TypeError, ValueError):
     raise ConfigError(f'{name}={v!r} is not an integer') from None
+
+
+# ------------------------------------------------------------------------------ workdir
+_LOCKS = {}  # workdir -> open lock file, held until the process exits
+
+
+def open_workdir(config, workdir: str, override: bool = False) -> None:
+  """Locks `workdir` for this process and checks it was made by the same command.
+
+  A second launch on a locked workdir fails (fcntl.flock, released by the kernel
+  when the holder exits, even on kill -9). The workdir's config.json must equal the
+  new config except for the sweep axes (they may grow or shrink: a point's own
+  config is the rest plus its axis values); --override accepts a different config,
+  keeping finished points and checkpoints made under the old one."""
+  import fcntl
+  import json
+  if not writer.is_writer():
+    return
+  os.makedirs(workdir, exist_ok=True)
+  path = os.path.join(workdir, '.lock')
+  f = open(path, 'a')
+  try:
+    fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+  except OSError:
+    f.close()
+    raise ConfigError(f'workdir {workdir} is in use by another launch (lock {path}); wait '
+                      f'for it to finish or use a different --workdir') from None
+  _LOCKS[os.path.abspath(workdir)] = f
+  new = json.loads(json.dumps(writer.to_jsonable(config.to_dict())))
+  cfg_path = os.path.join(workdir, 'config.json')
+  if os.path.exists(cfg_path) and not override:
+    try:
+      old = writer.read_json(cfg_path)
+    except (OSError, ValueError):
+      old = None  # unreadable (torn by a crash): rewritten below
+    if old is not None:
+      diffs = _config_diffs({k: v for k, v in old.items() if k != 'sweep'},
+                            {k: v for k, v in new.items() if k != 'sweep'})
+      if diffs:
+        raise ConfigError(f'workdir {workdir} was made with a different config '
+                          f'({"; ".join(diffs[:3])}); use a new --workdir, or pass '
+                          f'--override to keep its finished points anyway')
+  writer.write_json(cfg_path, new)
+
+
+def _config_diffs(old, new, prefix='') -> list[str]:
+  if isinstance(old, dict) and isinstance(new, dict):
+    out = []
+    for k in sorted(set(old) | set(new)):
+      out += _config_diffs(old.get(k, '<unset>'), new.get(k, '<unset>'), f'{prefix}{k}.')
+    return out
+  return [] if old == new else [f'{prefix[:-1]}: was {old!r}, now {new!r}']
 
 
 # ------------------------------------------------------------------------------- points

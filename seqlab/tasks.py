@@ -39,6 +39,10 @@ class Task:
   chance_doc: str                      # how the chance level is derived
   min_seq_len: int = 2
   extra_len: int = 0                   # input length = seq_len + extra_len
+  # Data-backed tasks (seqlab.text_tasks) index their data by (seed, step) themselves:
+  # batch_fn(seed, step, batch_size, seq_len, split) -> dict, used instead of make_batch.
+  batch_fn: Callable | None = None
+  max_seq_len: int = 0                 # longest usable seq_len (0: any), e.g. the text's length
 
   def input_len(self, seq_len: int) -> int:
     return seq_len + self.extra_len
@@ -47,6 +51,8 @@ class Task:
     return float(self.chance(seq_len))
 
   def batch(self, seed: int, step: int, batch_size: int, seq_len: int, split: int = TRAIN):
+    if self.batch_fn is not None:
+      return self.batch_fn(seed, step, batch_size, seq_len, split)
     return self.make_batch(rng_for(seed, split, step), batch_size, seq_len)
 
 
@@ -133,7 +139,11 @@ TASKS: dict[str, Task] = {
 
 # Tasks that need data or options (text, ListOps) are built from config.task by a
 # function named here as 'module:function' and imported only when used.
-TASK_BUILDERS: dict[str, str] = {}
+TASK_BUILDERS: dict[str, str] = {
+    'charlm': 'seqlab.text_tasks:charlm_task',
+    'textclf': 'seqlab.text_tasks:textclf_task',
+    'listops': 'seqlab.text_tasks:listops_task',
+}
 
 
 def task_names() -> list[str]:

@@ -10,7 +10,9 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
+import signal
 import sys
+import threading
 import time
 
 import jax
@@ -19,7 +21,7 @@ import numpy as np
 import optax
 from flax import nnx
 
-from seqlab import models, sharding, tasks, writer
+from seqlab import checkpoint, models, sharding, tasks, writer
 
 Array = jax.Array
 
@@ -49,7 +51,14 @@ def make_optimizer(tc) -> optax.GradientTransformation:
   if tc.clip_norm and tc.clip_norm > 0:
     parts.append(optax.clip_by_global_norm(tc.clip_norm))
   parts.append(optax.adamw(schedule, b1=0.9, b2=0.999, weight_decay=tc.weight_decay))
-  return optax.chain(*parts)
+  tx = optax.chain(*parts)
+  skip = int(tc.get('skip_nonfinite', 0))
+  if skip > 0:
+    # Drop an update whose gradients are not finite (optimiser state kept); after
+    # `skip` bad updates in a row it is applied, the parameters go non-finite and the
+    # run stops as diverged: a bounded number of skips, never a silent NaN run.
+    tx = optax.apply_if_finite(tx, max_consecutive_errors=skip)
+  return tx
 
 
 # ------------------------------------------------------------------------------- steps
@@ -67,6 +76,9 @@ def make_train_step(graphdef, task: tasks.Task, tx: optax.GradientTransformation
                    param_norm=optax.tree.norm(params),
                    update_norm=optax.tree.norm(updates))
     metrics['finite'] = jnp.isfinite(loss) & jnp.isfinite(metrics['grad_norm'])
+    # Each parameter, not the norm: a norm of large finite weights may overflow.
+    metrics['params_finite'] = jnp.all(jnp.array(
+        [jnp.isfinite(x).all() for x in jax.tree.leaves(params)]))
     return {'params': params, 'opt_state': opt_state, 'step': state['step'] + 1}, metrics
 
   return train_step
@@ -130,9 +142,10 @@ def _none_if_nan(x):
   return None if x is None or not math.isfinite(x) else float(x)
 
 
-def train(config, workdir: str, *, verbose: bool = True) -> dict:
+def train(config, workdir: str, *, verbose: bool = True, return_params: bool = False):
   """Trains config.model on config.task at config.task.seq_len; writes config.json,
-  metrics.jsonl and result.json in `workdir` and returns the result."""
+  metrics.jsonl and result.json in `workdir` and returns the result (and, with
+  return_params, also the graphdef and trained params for diagnostics)."""
   t_start = time.time()
   task = tasks.build(config.task)
   seq_len = int(config.task.seq_len)
@@ -151,9 +164,23 @@ def train(config, workdir: str, *, verbose: bool = True) -> dict:
   state = jax.device_put(state, compiled.state_sharding)
   chance = task.chance_loss(seq_len)
   tokens_per_step = tc.batch_size * task.input_len(seq_len)
-  log = writer.MetricWriter(workdir, tensorboard=tc.get('tensorboard', False))
   say = print if (verbose and writer.is_writer()) else (lambda *a, **k: None)
-  say(f'[{cfg.name} on {task.name}, T={seq_len}, seed={seed}] {n_params:,} params, '
+  tag = f'[{cfg.name} on {task.name}, T={seq_len}, seed={seed}]'
+  # Resume: the newest checkpoint that restores; data and randomness are functions of
+  # (seed, step), so the continued run is bitwise the uninterrupted one.
+  ckpt = checkpoint.CheckpointManager(
+      os.path.join(workdir, 'checkpoints'), every=tc.get('checkpoint_every', 0),
+      keep=tc.get('keep_checkpoints', 2),
+      log=print if writer.is_writer() else (lambda *a, **k: None))
+  restored = ckpt.restore_latest(checkpoint.abstract(state))
+  if restored is not None:
+    state, _ = restored
+    say(f'{tag} resuming from checkpoint step {int(jax.device_get(state["step"]))}')
+  if writer.is_writer():  # drop metrics logged after the restored step: no duplicates
+    writer.truncate_jsonl(os.path.join(workdir, 'metrics.jsonl'),
+                          int(jax.device_get(state['step'])))
+  log = writer.MetricWriter(workdir, tensorboard=tc.get('tensorboard', False))
+  say(f'{tag} {n_params:,} params, '
       f'hidden={cfg.hidden}, chance loss {chance:.4f} ({task.chance_doc})')
 
   def batch_at(step):
@@ -165,22 +192,55 @@ def train(config, workdir: str, *, verbose: bool = True) -> dict:
   t_last, steps_since = time.time(), 0
   tokens_per_s = float('nan')
   first_step = int(jax.device_get(state['step']))
-  for step in range(first_step, tc.steps):
-    state, metrics = compiled.train_step(state, batch_at(step))
-    if pending is not None:
-      _log_step(log, say, *pending, chance, tokens_per_s, tc, t_start)
-    pending = (step, metrics)
-    steps_since += 1
-    if (step + 1) % tc.log_every == 0 or step + 1 == tc.steps:
-      jax.block_until_ready(metrics['loss'])
-      now = time.time()
-      tokens_per_s = steps_since * tokens_per_step / (now - t_last)
-      t_last, steps_since = now, 0
-  if pending is not None:
-    _log_step(log, say, *pending, chance, tokens_per_s, tc, t_start)
+  diverged = None  # (step, quantity) of the first non-finite update
+  skip = int(tc.get('skip_nonfinite', 0))
 
-  ev = evaluate(compiled, state['params'], task, config, seq_len, seed)
-  log.write(tc.steps, {'eval_loss': ev['loss'], 'eval_accuracy': ev['accuracy']})
+  def val_loss(params):
+    loss = evaluate(compiled, params, task, config, seq_len, seed)['loss']
+    return {'eval_loss': loss} if math.isfinite(loss) else None
+
+  with _Preemption() as preemption:
+    for step in range(first_step, tc.steps):
+      state, metrics = compiled.train_step(state, batch_at(step))
+      if pending is not None:
+        diverged = _log_step(log, say, *pending, chance, tokens_per_s, tc, t_start, skip)
+        if diverged:
+          break
+      pending = (step, metrics)
+      steps_since += 1
+      if (step + 1) % tc.log_every == 0 or step + 1 == tc.steps:
+        jax.block_until_ready(metrics['loss'])
+        now = time.time()
+        tokens_per_s = steps_since * tokens_per_step / (now - t_last)
+        t_last, steps_since = now, 0
+      if ckpt.should_save(step + 1) or preemption.requested:
+        # Only a state whose update was finite is saved: log (and check) it first.
+        diverged = _log_step(log, say, *pending, chance, tokens_per_s, tc, t_start, skip)
+        pending = None
+        if diverged:
+          break
+        ckpt.save(step + 1, state, val_loss(state['params']))
+        if preemption.requested:
+          log.close()
+          ckpt.close()
+          say(f'{tag} SIGTERM: saved checkpoint at step {step + 1}; run the same command '
+              f'to resume', flush=True)
+          sys.exit(0)
+    if pending is not None and not diverged:
+      diverged = _log_step(log, say, *pending, chance, tokens_per_s, tc, t_start, skip)
+
+  if diverged:
+    last_good = ckpt.latest_step()
+    print(f'{tag} diverged: non-finite {diverged[1]} at step {diverged[0]}; stopped, last good '
+          f'checkpoint: {"none" if last_good is None else f"step {last_good}"}',
+          file=sys.stderr, flush=True)
+    ev = {'loss': float('nan'), 'accuracy': float('nan')}
+  else:
+    ev = evaluate(compiled, state['params'], task, config, seq_len, seed)
+    log.write(tc.steps, {'eval_loss': ev['loss'], 'eval_accuracy': ev['accuracy']})
+    ckpt.save(tc.steps, state,
+              {'eval_loss': ev['loss']} if math.isfinite(ev['loss']) else None)
+  ckpt.close()
   log.close()
   result = {
       'model': cfg.name, 'task': task.name, 'seq_len': seq_len, 'seed': seed,
@@ -188,20 +248,52 @@ def train(config, workdir: str, *, verbose: bool = True) -> dict:
       'final_loss': _none_if_nan(ev['loss']),
       'final_accuracy': _none_if_nan(ev['accuracy']),
       'chance_loss': chance, 'wall_s': time.time() - t_start,
-      'tokens_per_s': _none_if_nan(tokens_per_s), 'diverged_at_step': None,
+      'tokens_per_s': _none_if_nan(tokens_per_s),
+      'diverged_at_step': diverged[0] if diverged else None,
   }
-  say(f'[{cfg.name} on {task.name}, T={seq_len}, seed={seed}] held-out loss '
-      f'{ev["loss"]:.4f} vs chance {chance:.4f}; done in {result["wall_s"]:.1f}s')
+  if not diverged:
+    say(f'{tag} held-out loss {ev["loss"]:.4f} vs chance {chance:.4f}; '
+        f'done in {result["wall_s"]:.1f}s')
   if writer.is_writer():
     writer.write_json(os.path.join(workdir, 'result.json'), result)
+  if return_params:
+    return result, graphdef, jax.device_get(state['params'])
   return result
 
 
-def _log_step(log, say, step, metrics, chance, tokens_per_s, tc, t_start):
+class _Preemption:
+  """SIGTERM (the preemption notice on TPU VMs and most schedulers) only sets a flag;
+  the loop saves at the next step boundary and exits 0."""
+
+  def __enter__(self):
+    self.requested, self._old = False, None
+    if threading.current_thread() is threading.main_thread():
+      self._old = signal.signal(signal.SIGTERM, self._request)
+    return self
+
+  def _request(self, signum, frame):
+    self.requested = True
+
+  def __exit__(self, *exc):
+    if self._old is not None:
+      signal.signal(signal.SIGTERM, self._old)
+
+
+def _log_step(log, say, step, metrics, chance, tokens_per_s, tc, t_start, skip=0):
+  """Writes step's metrics; returns (step, quantity) when its update was not finite.
+  With skip_nonfinite > 0 a skipped bad update is not a divergence; a non-finite
+  parameter (more than `skip` bad updates in a row) is."""
   m = {k: float(v) for k, v in jax.device_get(metrics).items()}
   m['chance_loss'] = chance
   m['tokens_per_s'] = tokens_per_s
   log.write(step + 1, m)
+  bad = [q for q, ok in (('loss', math.isfinite(m['loss'])),
+                         ('gradient norm', math.isfinite(m['grad_norm'])),
+                         ('parameters', m['params_finite'] > 0)) if not ok]
+  if skip > 0:
+    bad = [q for q in bad if q == 'parameters']
+  if bad:
+    return step + 1, ' and '.join(bad)
   if (step + 1) % tc.log_every == 0 or step + 1 == tc.steps:
     elapsed = time.time() - t_start
     eta = elapsed / (step + 1) * (tc.steps - step - 1)

@@ -6,6 +6,7 @@ half-written JSON file behind.
 """
 from __future__ import annotations
 
+import errno
 import json
 import math
 import os
@@ -13,6 +14,17 @@ import tempfile
 
 import jax
 import numpy as np
+
+
+class WriteError(OSError):
+  """A results file could not be written (e.g. the disk is full); launch.py prints it
+  as one line and exits with status 1. The file is left as it was before."""
+
+
+def _write_error(path: str, e: OSError) -> WriteError:
+  why = 'no space left on the device' if e.errno == errno.ENOSPC else (e.strerror or str(e))
+  return WriteError(f'could not write {path}: {why}; it was left as it was before. '
+                    f'Free space (or fix the cause) and run the same command again to resume')
 
 
 def is_writer() -> bool:
@@ -42,9 +54,11 @@ def write_text_atomic(path: str, text: str) -> None:
       f.flush()
       os.fsync(f.fileno())
     os.replace(tmp, path)
-  except BaseException:
+  except BaseException as e:
     if os.path.exists(tmp):
       os.unlink(tmp)
+    if isinstance(e, OSError) and not isinstance(e, WriteError):
+      raise _write_error(path, e) from None
     raise
 
 
@@ -70,6 +84,18 @@ def read_jsonl(path: str) -> list[dict]:
         except json.JSONDecodeError:  # a torn last line from a killed writer: skip it
           continue
   return rows
+
+
+def truncate_jsonl(path: str, step: int) -> None:
+  """Keeps only the training rows with 'step' <= step (atomically): a run resumed
+  from checkpoint `step` then logs each later step exactly once."""
+  if not os.path.exists(path):
+    return
+  rows = read_jsonl(path)
+  kept = [r for r in rows if r.get('step', 0) <= step and 'eval_loss' not in r]
+  text = ''.join(json.dumps(r, sort_keys=True) + '\n' for r in kept)
+  if text != open(path).read():  # also drops a torn last line from a killed run
+    write_text_atomic(path, text)
 
 
 def append_jsonl_atomic(path: str, row: dict) -> None:
@@ -103,8 +129,11 @@ class MetricWriter:
     if self._f is None:
       return
     row = to_jsonable({'step': int(step), **metrics})
-    self._f.write(json.dumps(row, sort_keys=True) + '\n')
-    self._f.flush()
+    try:
+      self._f.write(json.dumps(row, sort_keys=True) + '\n')
+      self._f.flush()
+    except OSError as e:  # a torn last line is skipped by read_jsonl and truncated on resume
+      raise _write_error(self.path, e) from None
     if self._tb is not None:
       for k, v in row.items():
         if k != 'step' and isinstance(v, (int, float)) and not isinstance(v, bool):

@@ -1,0 +1,60 @@
+"""Real text and ListOps: char-level LM, text classification, LRA ListOps, offline by default.
+
+  python launch.py --config=experiments/text.py --tasks=charlm --models=lstm,transformer \
+      --seq_lens=128,512
+  python launch.py --config=experiments/text.py --tasks=listops --models=lstm,transformer \
+      --seq_lens=128
+  python launch.py --config=experiments/text.py --tasks=textclf --models=lstm,transformer \
+      --seq_lens=256
+
+Offline corpora (no download; see seqlab/text_tasks.py): charlm reads the running
+interpreter's top-level standard-library *.py files (every 10th file held out);
+textclf classifies which of 4 stdlib packages (asyncio, email, unittest, xml) a
+paragraph of source comes from; listops is generated from the LRA grammar.
+Other data: --config.task.dataset=karpathy/tiny_shakespeare (a Hub id, needs the
+network), or --config.task.dataset= --config.task.path='data/*.csv'
+--config.task.text_column=review --config.task.label_column=sentiment.
+
+Measured on a shared 2-core CPU (200 steps, batch 16, hidden 64; see the README's
+"Real text" section for the numbers): charlm sweep above about 4 minutes, each
+model well below the unigram baseline of 4.6 bits/char.
+A final table prints bits/char vs the unigram entropy (charlm) and accuracy vs the
+majority class (textclf, listops).
+"""
+import ml_collections
+
+
+def get_config(arg: str = ''):
+  c = ml_collections.ConfigDict()
+  c.study = 'text'
+  c.seed = 0
+  c.num_devices = 0                     # 0: every device jax sees
+  c.model = ml_collections.ConfigDict(dict(
+      name='lstm', hidden=64, layers=1, param_budget=0, recurrent_init='orthogonal',
+      spectral_radius=1.0, forget_bias=1.0, unroll=1, heads=4, mlp_ratio=4,
+      positions='sinusoidal', pool='cls', attention_impl='einsum'))
+  c.task = ml_collections.ConfigDict(dict(
+      name='charlm', seq_len=128,
+      dataset='stdlib',                 # 'stdlib' (offline), a Hub id, or '' to read `path`
+      path='',                          # local file or glob: .txt .csv .jsonl .parquet
+      config_name='',                   # Hub config, e.g. wikitext-2-raw-v1
+      text_column='text', label_column='label',
+      split='train', eval_split='',     # '' -> every 10th row of `split` is held out
+      tokenizer='byte',                 # 'byte' (UTF-8, 256 ids) or 'char' (train alphabet)
+      eval_fraction=0.1))
+  c.train = ml_collections.ConfigDict(dict(
+      steps=200, batch_size=16, lr=3e-3, warmup_steps=20, weight_decay=0.0, clip_norm=1.0,
+      final_lr_fraction=0.0, log_every=50, eval_batches=8, tensorboard=False,
+      checkpoint_every=100, keep_checkpoints=2, skip_nonfinite=0))
+  c.sweep = ml_collections.ConfigDict(dict(
+      models=['lstm', 'transformer'], tasks=['charlm'], seq_lens=[128, 512], seeds=[0]))
+  if arg == 'full':  # GPU/TPU scale
+    c.model.hidden = 256
+    c.train.steps = 5000
+    c.train.batch_size = 64
+    c.train.log_every = 250
+    c.sweep.tasks = ['charlm', 'textclf', 'listops']
+    c.sweep.seq_lens = [256, 1024, 2000]
+  elif arg:
+    raise ValueError(f'unknown text variant {arg!r}; allowed: full')
+  return c

@@ -1,0 +1,292 @@
+"""Throughput of one layer of each model: train-step and inference tokens/s, step
+time, compile time, peak memory and FLOPs, against sequence length T.
+
+Shape letters: B batch, T time, D width (= hidden H), G gate width.
+
+A benchmark *layer* maps e [B, T, D] -> h [B, T, D] with loss mean(h^2):
+  recurrent names ('lstm', 'gru', 'rnn', 'lru', ...): models.MODELS backbone, one layer;
+    'lstm:fused' etc. use recurrent_impl='fused' (seqlab.fast_rnn).
+  'attention:<impl>': the multi-head attention layer (qkv and output projections
+    around attention.ATTENTION_IMPLS[impl]); 'transformer' is a full pre-LN block.
+Baselines, same shapes: 'flax_lstm' (nnx.RNN over nnx.OptimizedLSTMCell),
+'jax_attention' (jax.nn.dot_product_attention), and when torch is importable
+'torch_lstm' (torch.nn.LSTM) and 'torch_sdpa' (F.scaled_dot_product_attention).
+Train step = forward + backward + optax Adam update; inference = forward.
+Times are the median of `steps` timed calls after warm-up, each ended by
+block_until_ready; compile time is jit(...).lower(...).compile() timed alone.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+import statistics
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from flax import nnx
+
+from seqlab import attention, models
+
+Array = jax.Array
+BASELINES = ('flax_lstm', 'jax_attention', 'torch_lstm', 'torch_sdpa')
+
+
+@dataclasses.dataclass(frozen=True)
+class BenchConfig:
+  hidden: int = 256          # D = H
+  heads: int = 4             # attention heads (head size D / heads)
+  batch: int = 32            # B
+  steps: int = 10            # timed steps (median)
+  warmup: int = 2            # untimed steps after compile
+  max_step_s: float = 5.0    # a warm-up step slower than this records 'timeout'
+
+
+# ------------------------------------------------------------------------------ layers
+class _FlaxLSTM(nnx.Module):
+  def __init__(self, d, rngs):
+    self.rnn = nnx.RNN(nnx.OptimizedLSTMCell(d, d, rngs=rngs))
+
+  def __call__(self, e):
+    return self.rnn(e)
+
+
+class _Attention(nnx.Module):
+  def __init__(self, d, heads, impl, rngs):
+    self.attn = attention.MultiHeadAttention(d, heads, rngs=rngs, impl=impl)
+
+  def __call__(self, e):
+    return self.attn(e, causal=True)
+
+
+class _Block(nnx.Module):
+  def __init__(self, d, heads, rngs):
+    self.block = attention.Block(d, heads, 4, rngs=rngs)
+
+  def __call__(self, e):
+    return self.block(e, causal=True)
+
+
+def build_layer(name: str, bc: BenchConfig) -> nnx.Module:
+  rngs = nnx.Rngs(0)
+  if name == 'flax_lstm':
+    return _FlaxLSTM(bc.hidden, rngs)
+  if name == 'jax_attention':
+    return _Attention(bc.hidden, bc.heads, 'jax', rngs)
+  if name.startswith('attention:'):
+    return _Attention(bc.hidden, bc.heads, name.split(':')[1], rngs)
+  if name == 'transformer':
+    return _Block(bc.hidden, bc.heads, rngs)
+  base, _, variant = name.partition(':')
+  kw = {}
+  if variant == 'fused':
+    kw['recurrent_impl'] = 'fused'
+  elif variant:  # another helper's ModelConfig field selecting a scan, e.g. 'lru:parallel'
+    kw[_scan_field()] = variant
+  cfg = models.ModelConfig(name=base, hidden=bc.hidden, **kw)
+  return models.MODELS[base](cfg, rngs)
+
+
+def _scan_field() -> str | None:
+  """The ModelConfig field choosing sequential vs parallel scan, if one exists."""
+  for f in dataclasses.fields(models.ModelConfig):
+    if f.name in ('scan_impl', 'scan', 'linear_scan', 'scan_mode'):
+      return f.name
+  return None
+
+
+def scan_variants(model: str) -> list[str]:
+  """'lru' -> ['lru:sequential', 'lru:parallel'] when ModelConfig has a scan field."""
+  field = _scan_field()
+  if field is None:
+    return [model]
+  default = next(f.default for f in dataclasses.fields(models.ModelConfig) if f.name == field)
+  others = [v for v in ('sequential', 'parallel', 'associative') if v != default]
+  return [f'{model}:{default}'] + [f'{model}:{v}' for v in others[:1]]
+
+
+# --------------------------------------------------------------------------- FLOPs
+def flops_per_token(name: str, bc: BenchConfig, seq_len: int) -> float:
+  """Analytic forward FLOPs per token (2 per multiply-add); a train step is ~3x.
+
+  Recurrent: input projection D x G plus recurrence H x G, G = gates x H.
+  Attention: qkv 3 D^2 + output D^2 projections plus q k^T and p v, 2 T D each
+  (halved under the causal mask, which the blocked kernel exploits).
+  """
+  d = bc.hidden
+  base = name.split(':')[0]
+  gates = {'lstm': 4, 'flax_lstm': 4, 'torch_lstm': 4, 'gru': 3, 'rnn': 1}.get(base)
+  if gates is not None:
+    return 2.0 * (d * gates * d + d * gates * d)
+  if base in ('attention', 'jax_attention', 'torch_sdpa', 'transformer'):
+    f = 2.0 * 4 * d * d + 2.0 * 2 * seq_len * d / 2
+    if base == 'transformer':
+      f += 2.0 * 2 * 4 * d * d
+    return f
+  return 2.0 * 2 * d * d   # other recurrences (lru, mingru): about two D x D products
+
+
+def matmul_ceiling_flops(n: int = 1024, reps: int = 5) -> float:
+  """The device's float32 matrix-multiply FLOP/s, measured now (median of reps)."""
+  a = jnp.ones((n, n), jnp.float32)
+  f = jax.jit(lambda a: a @ a)
+  f(a).block_until_ready()
+  times = []
+  for _ in range(reps):
+    t0 = time.perf_counter()
+    f(a).block_until_ready()
+    times.append(time.perf_counter() - t0)
+  return 2.0 * n ** 3 / statistics.median(times)
+
+
+# ---------------------------------------------------------------------------- timing
+def _median_time(fn, args, bc: BenchConfig) -> float:
+  out = None
+  for _ in range(bc.warmup):
+    t0 = time.perf_counter()
+    out = fn(*args)
+    jax.block_until_ready(out)
+    if time.perf_counter() - t0 > bc.max_step_s:
+      raise TimeoutError(f'one step took {time.perf_counter() - t0:.1f} s > {bc.max_step_s}')
+  times = []
+  for _ in range(bc.steps):
+    t0 = time.perf_counter()
+    out = fn(*args)
+    jax.block_until_ready(out)
+    times.append(time.perf_counter() - t0)
+  return statistics.median(times)
+
+
+def _memory_bytes(compiled) -> int | None:
+  try:
+    m = compiled.memory_analysis()
+  except Exception:  # some backends do not implement it
+    return None
+  if m is None:
+    return None
+  return int(m.temp_size_in_bytes + m.argument_size_in_bytes + m.output_size_in_bytes)
+
+
+def measure_jax(name: str, bc: BenchConfig, seq_len: int) -> dict:
+  layer = build_layer(name, bc)
+  graphdef, params = nnx.split(layer, nnx.Param)
+  opt = optax.adam(1e-3)
+  opt_state = opt.init(params)
+  e_BxTxD = jax.random.normal(jax.random.key(0), (bc.batch, seq_len, bc.hidden))
+
+  def loss_fn(params, e):
+    return jnp.mean(nnx.merge(graphdef, params)(e) ** 2)
+
+  def train_step(params, opt_state, e):
+    loss, grads = jax.value_and_grad(loss_fn)(params, e)
+    updates, opt_state = opt.update(grads, opt_state, params)
+    return optax.apply_updates(params, updates), opt_state, loss
+
+  def infer(params, e):
+    return nnx.merge(graphdef, params)(e)
+
+  t0 = time.perf_counter()
+  train_c = jax.jit(train_step).lower(params, opt_state, e_BxTxD).compile()
+  compile_s = time.perf_counter() - t0
+  infer_c = jax.jit(infer).lower(params, e_BxTxD).compile()
+  step_s = _median_time(train_c, (params, opt_state, e_BxTxD), bc)
+  infer_s = _median_time(infer_c, (params, e_BxTxD), bc)
+  return dict(step_s=step_s, infer_s=infer_s, compile_s=compile_s,
+              peak_memory_bytes=_memory_bytes(train_c))
+
+
+def torch_available() -> bool:
+  try:
+    import torch  # noqa: F401
+    return True
+  except ImportError:
+    return False
+
+
+def measure_torch(name: str, bc: BenchConfig, seq_len: int) -> dict:
+  """torch.nn.LSTM or an SDPA attention layer, Adam step, same shapes, same threads."""
+  import torch
+  torch.set_num_threads(os.cpu_count() or 1)
+  torch.manual_seed(0)
+  d = bc.hidden
+  if name == 'torch_lstm':
+    net = torch.nn.LSTM(d, d, batch_first=True)
+    fwd = lambda e: net(e)[0]
+  else:
+    qkv, out = torch.nn.Linear(d, 3 * d, bias=False), torch.nn.Linear(d, d, bias=False)
+    net = torch.nn.ModuleList([qkv, out])
+    k = d // bc.heads
+
+    def fwd(e):
+      b, t, _ = e.shape
+      q_, k_, v_ = qkv(e).view(b, t, 3, bc.heads, k).permute(2, 0, 3, 1, 4)
+      o = torch.nn.functional.scaled_dot_product_attention(q_, k_, v_, is_causal=True)
+      return out(o.transpose(1, 2).reshape(b, t, d))
+  opt = torch.optim.Adam(net.parameters(), lr=1e-3)
+  e = torch.randn(bc.batch, seq_len, d)
+
+  def train_step():
+    opt.zero_grad(set_to_none=True)
+    loss = (fwd(e) ** 2).mean()
+    loss.backward()
+    opt.step()
+
+  def infer():
+    with torch.no_grad():
+      fwd(e)
+
+  def median(fn):
+    for _ in range(bc.warmup):
+      t0 = time.perf_counter()
+      fn()
+      if time.perf_counter() - t0 > bc.max_step_s:
+        raise TimeoutError(f'one step took {time.perf_counter() - t0:.1f} s')
+    ts = []
+    for _ in range(bc.steps):
+      t0 = time.perf_counter()
+      fn()
+      ts.append(time.perf_counter() - t0)
+    return statistics.median(ts)
+  return dict(step_s=median(train_step), infer_s=median(infer), compile_s=0.0,
+              peak_memory_bytes=None)
+
+
+def measure(name: str, bc: BenchConfig, seq_len: int, ceiling_flops: float) -> dict:
+  """One results line; 'status' is ok, oom or timeout (the sweep goes on)."""
+  row = dict(model=name, seq_len=seq_len, batch=bc.batch, hidden=bc.hidden,
+             device=str(jax.devices()[0].device_kind), cpu_count=os.cpu_count(),
+             flops_per_token=flops_per_token(name, bc, seq_len))
+  try:
+    m = (measure_torch if name.startswith('torch_') else measure_jax)(name, bc, seq_len)
+  except TimeoutError as e:
+    return {**row, 'status': 'timeout', 'error': str(e)}
+  except (MemoryError, RuntimeError) as e:  # XlaRuntimeError (RESOURCE_EXHAUSTED) is one
+    if 'RESOURCE_EXHAUSTED' in str(e) or 'memory' in str(e).lower():
+      return {**row, 'status': 'oom', 'error': str(e).splitlines()[0][:200]}
+    raise
+  tokens = bc.batch * seq_len
+  achieved = 3 * row['flops_per_token'] * tokens / m['step_s']
+  return {**row, 'status': 'ok', 'step_ms': 1e3 * m['step_s'], 'infer_ms': 1e3 * m['infer_s'],
+          'tokens_per_s_train': tokens / m['step_s'],
+          'tokens_per_s_infer': tokens / m['infer_s'],
+          'compile_s': m['compile_s'], 'peak_memory_bytes': m['peak_memory_bytes'],
+          'flops_per_s_train': achieved, 'ceiling_flops_per_s': ceiling_flops,
+          'fraction_of_matmul_ceiling': achieved / ceiling_flops}
+
+
+def add_baseline_ratios(rows: list[dict]) -> list[dict]:
+  """Each ok row gets ratio_train_vs_<baseline> / ratio_infer_vs_<baseline> for every
+  baseline measured at the same (seq_len, batch)."""
+  ref = {(r['model'], r['seq_len'], r['batch']): r for r in rows if r.get('status') == 'ok'}
+  for r in rows:
+    if r.get('status') != 'ok':
+      continue
+    for b in BASELINES:
+      base = ref.get((b, r['seq_len'], r['batch']))
+      if base is not None:
+        r[f'ratio_train_vs_{b}'] = r['tokens_per_s_train'] / base['tokens_per_s_train']
+        r[f'ratio_infer_vs_{b}'] = r['tokens_per_s_infer'] / base['tokens_per_s_infer']
+  return rows

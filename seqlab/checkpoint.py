@@ -1,0 +1,109 @@
+"""Checkpoints of the full train state, behind one small API (the only module that
+imports orbax, so an orbax API change touches this file alone).
+
+  ckpt = CheckpointManager(os.path.join(workdir, 'checkpoints'), every=100, keep=2)
+  restored = ckpt.restore_latest(abstract_state)   # (state, step) or None
+  ckpt.save(step, state, metrics={'eval_loss': 0.12})
+  ckpt.close()
+
+The state is any pytree of jax arrays (seqlab: {'params', 'opt_state', 'step'}). It is
+restored with the shardings of `abstract_state` (a pytree of jax.ShapeDtypeStruct with
+.sharding set; `abstract(state)` builds one), so sharded and multi-host states work.
+Every process of a multi-host run must call save() and restore_latest(): orbax
+coordinates the processes and only the primary one writes metadata.
+
+Retention: the last `keep` steps plus the one with the lowest metrics['eval_loss']
+(Levanter and big_vision keep "last K and best" the same way). Saves are synchronous:
+a run killed right after save() returns has that step on disk. orbax writes a step
+into a temporary folder and renames it when complete; leftover temporary folders from
+a killed save are removed when the manager opens. A step that is present but damaged
+(truncated file) raises on restore; restore_latest then walks back to the newest step
+that restores and says what it skipped and why.
+"""
+from __future__ import annotations
+
+import os
+import sys
+
+import logging
+
+import jax
+import orbax.checkpoint as ocp
+from absl import logging as absl_logging
+from orbax.checkpoint import checkpoint_managers
+
+
+class _QuietOrbax(logging.Filter):
+  """orbax logs dozens of INFO lines per save through absl (shown under launch.py's
+  app.run); keep its warnings and errors, drop the rest."""
+
+  def filter(self, record):
+    return record.levelno >= logging.WARNING or '/orbax/' not in record.pathname
+
+
+absl_logging.get_absl_handler().addFilter(_QuietOrbax())
+
+
+def abstract(state):
+  """Pytree of jax.ShapeDtypeStruct (with each leaf's sharding) describing `state`."""
+  return jax.tree.map(
+      lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=getattr(x, 'sharding', None)),
+      state)
+
+
+class CheckpointManager:
+  """Every `every` steps (should_save), at the end and on preemption: save(step, state)."""
+
+  def __init__(self, directory: str, every: int, keep: int = 2, *, log=print):
+    self.directory = os.path.abspath(directory)
+    self.every = int(every)
+    self._log = log
+    policy = checkpoint_managers.AnyPreservationPolicy([
+        checkpoint_managers.LatestN(n=max(int(keep), 1)),
+        # reverse=True sorts by loss descending, so BestN's "last n" is the lowest loss.
+        checkpoint_managers.BestN(get_metric_fn=lambda m: m['eval_loss'], reverse=True, n=1,
+                                  keep_checkpoints_without_metrics=False),
+    ])
+    options = ocp.CheckpointManagerOptions(
+        preservation_policy=policy, cleanup_tmp_directories=True,
+        enable_async_checkpointing=False, create=True)
+    self._mgr = ocp.CheckpointManager(self.directory, options=options)
+
+  def should_save(self, step: int) -> bool:
+    return self.every > 0 and step % self.every == 0
+
+  def all_steps(self) -> list[int]:
+    return sorted(self._mgr.all_steps())
+
+  def latest_step(self) -> int | None:
+    steps = self.all_steps()
+    return steps[-1] if steps else None
+
+  def best_step(self) -> int | None:
+    return self._mgr.best_step()
+
+  def save(self, step: int, state, metrics: dict | None = None) -> None:
+    """Writes `state` as checkpoint `step` (all processes must call this). Metrics
+    (e.g. {'eval_loss': x}, finite floats) decide which checkpoint is the best."""
+    if step in self._mgr.all_steps():
+      return  # already saved (e.g. a final save right after a periodic one)
+    metrics = None if metrics is None else {k: float(v) for k, v in metrics.items()}
+    self._mgr.save(int(step), args=ocp.args.StandardSave(state), metrics=metrics, force=True)
+    self._mgr.wait_until_finished()
+
+  def restore_latest(self, abstract_state):
+    """(state, step) from the newest checkpoint that restores, or None when there is
+    none. Damaged steps are skipped with a one-line note each."""
+    self._mgr.reload()
+    for step in reversed(self.all_steps()):
+      try:
+        state = self._mgr.restore(step, args=ocp.args.StandardRestore(abstract_state))
+        return state, step
+      except Exception as e:  # orbax raises many types for a damaged step
+        why = ' '.join(str(e).split())[:200] or type(e).__name__
+        self._log(f'checkpoint step {step} in {self.directory} does not restore '
+                  f'({type(e).__name__}: {why}); trying an older one', file=sys.stderr)
+    return None
+
+  def close(self) -> None:
+    self._mgr.close()

@@ -1,0 +1,154 @@
+"""Fast LSTM and GRU scans with a hand-written backward pass.
+
+Shape letters as in cells.py: B batch, T time, H hidden, G gate width (3H gru, 4H lstm).
+
+The reference is `cells.RecurrentLayer.scan` (a `lax.scan` of the one-step cell,
+differentiated by JAX). Here the forward scan keeps the gate activations, and a
+`jax.custom_vjp` backward runs ONE reverse scan that carries only the state
+gradients (dh, dc) and emits the gate gradients dA_t [B, G]; the weight gradient is
+then formed after the scan as one large matrix product over all steps,
+dW_hh = sum_t h_{t-1}^T dA_t = H_prev[TB, H]^T @ dA[TB, G] (the cuDNN recipe,
+Appleyard et al. 2016), instead of T small [H, B] x [B, G] products inside the loop.
+The input projection xw = x W_ih + b is hoisted outside (cells.RecurrentLayer.project),
+so its gradient is also one matrix product done by JAX.
+"""
+from __future__ import annotations
+
+import functools
+
+import jax
+import jax.numpy as jnp
+
+Array = jax.Array
+
+FAST_CELLS = ('lstm', 'gru')
+
+
+# ------------------------------------------------------------------------------- LSTM
+def _lstm_forward(w_hh_HxG, xw_TxBxG, h0_BxH, c0_BxH, unroll):
+  def body(hc, xw_BxG):
+    h_BxH, c_BxH = hc
+    a_BxG = xw_BxG + h_BxH @ w_hh_HxG
+    i, f, g, o = jnp.split(a_BxG, 4, axis=-1)   # gates in flax's order i, f, g, o
+    i, f, o = jax.nn.sigmoid(i), jax.nn.sigmoid(f), jax.nn.sigmoid(o)
+    g = jnp.tanh(g)
+    c_BxH = f * c_BxH + i * g
+    h_BxH = o * jnp.tanh(c_BxH)
+    return (h_BxH, c_BxH), (h_BxH, c_BxH, jnp.concatenate([i, f, g, o], axis=-1))
+  (h_T, c_T), (h_TxBxH, c_TxBxH, act_TxBxG) = jax.lax.scan(
+      body, (h0_BxH, c0_BxH), xw_TxBxG, unroll=unroll)
+  return h_TxBxH, c_TxBxH, act_TxBxG, h_T, c_T
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(4,))
+def lstm_scan(w_hh_HxG, xw_TxBxG, h0_BxH, c0_BxH, unroll=1):
+  """Time-major LSTM scan: returns (h_TxBxH, h_T, c_T); equal to cells.lstm_step scanned."""
+  h_TxBxH, _, _, h_T, c_T = _lstm_forward(w_hh_HxG, xw_TxBxG, h0_BxH, c0_BxH, unroll)
+  return h_TxBxH, h_T, c_T
+
+
+def _lstm_fwd(w_hh_HxG, xw_TxBxG, h0_BxH, c0_BxH, unroll):
+  h_TxBxH, c_TxBxH, act_TxBxG, h_T, c_T = _lstm_forward(w_hh_HxG, xw_TxBxG, h0_BxH, c0_BxH,
+                                                        unroll)
+  return (h_TxBxH, h_T, c_T), (w_hh_HxG, h0_BxH, c0_BxH, h_TxBxH, c_TxBxH, act_TxBxG)
+
+
+def _lstm_bwd(unroll, res, cts):
+  w_hh_HxG, h0_BxH, c0_BxH, h_TxBxH, c_TxBxH, act_TxBxG = res
+  dh_TxBxH, dh_T, dc_T = cts
+  c_prev_TxBxH = jnp.concatenate([c0_BxH[None], c_TxBxH[:-1]], axis=0)
+  w_hh_GxH = w_hh_HxG.T
+
+  def body(carry, xs):
+    dh_BxH, dc_BxH = carry
+    dh_out_BxH, c_BxH, c_prev_BxH, act_BxG = xs
+    i, f, g, o = jnp.split(act_BxG, 4, axis=-1)
+    dh_BxH = dh_BxH + dh_out_BxH
+    tc = jnp.tanh(c_BxH)
+    dc_BxH = dc_BxH + dh_BxH * o * (1.0 - tc * tc)
+    da_BxG = jnp.concatenate([dc_BxH * g * i * (1.0 - i),            # d pre-activation i
+                              dc_BxH * c_prev_BxH * f * (1.0 - f),   # f
+                              dc_BxH * i * (1.0 - g * g),            # g
+                              dh_BxH * tc * o * (1.0 - o)], axis=-1)  # o
+    return (da_BxG @ w_hh_GxH, dc_BxH * f), da_BxG
+
+  (dh0_BxH, dc0_BxH), da_TxBxG = jax.lax.scan(
+      body, (dh_T, dc_T), (dh_TxBxH, c_TxBxH, c_prev_TxBxH, act_TxBxG),
+      reverse=True, unroll=unroll)
+  h_prev_TxBxH = jnp.concatenate([h0_BxH[None], h_TxBxH[:-1]], axis=0)
+  hdim, gdim = w_hh_HxG.shape
+  # One [H, TB] x [TB, G] product for the weight gradient of every step at once.
+  dw_HxG = h_prev_TxBxH.reshape(-1, hdim).T @ da_TxBxG.reshape(-1, gdim)
+  return dw_HxG, da_TxBxG, dh0_BxH, dc0_BxH
+
+
+lstm_scan.defvjp(_lstm_fwd, _lstm_bwd)
+
+
+# -------------------------------------------------------------------------------- GRU
+def _gru_forward(w_hh_HxG, xw_TxBxG, h0_BxH, unroll):
+  def body(h_BxH, xw_BxG):
+    x_r, x_z, x_n = jnp.split(xw_BxG, 3, axis=-1)
+    h_r, h_z, h_n = jnp.split(h_BxH @ w_hh_HxG, 3, axis=-1)
+    r = jax.nn.sigmoid(x_r + h_r)
+    z = jax.nn.sigmoid(x_z + h_z)
+    n = jnp.tanh(x_n + r * h_n)
+    h_new = (1.0 - z) * n + z * h_BxH
+    return h_new, (h_new, jnp.concatenate([r, z, n, h_n], axis=-1))
+  h_T, (h_TxBxH, act_TxBx4H) = jax.lax.scan(body, h0_BxH, xw_TxBxG, unroll=unroll)
+  return h_TxBxH, act_TxBx4H, h_T
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(3,))
+def gru_scan(w_hh_HxG, xw_TxBxG, h0_BxH, unroll=1):
+  """Time-major GRU scan: returns (h_TxBxH, h_T); equal to cells.gru_step scanned."""
+  h_TxBxH, _, h_T = _gru_forward(w_hh_HxG, xw_TxBxG, h0_BxH, unroll)
+  return h_TxBxH, h_T
+
+
+def _gru_fwd(w_hh_HxG, xw_TxBxG, h0_BxH, unroll):
+  h_TxBxH, act, h_T = _gru_forward(w_hh_HxG, xw_TxBxG, h0_BxH, unroll)
+  return (h_TxBxH, h_T), (w_hh_HxG, h0_BxH, h_TxBxH, act)
+
+
+def _gru_bwd(unroll, res, cts):
+  w_hh_HxG, h0_BxH, h_TxBxH, act_TxBx4H = res
+  dh_TxBxH, dh_T = cts
+  h_prev_TxBxH = jnp.concatenate([h0_BxH[None], h_TxBxH[:-1]], axis=0)
+  w_hh_GxH = w_hh_HxG.T
+
+  def body(dh_BxH, xs):
+    dh_out_BxH, h_prev_BxH, act = xs
+    r, z, n, h_n = jnp.split(act, 4, axis=-1)
+    dh_BxH = dh_BxH + dh_out_BxH
+    dan = dh_BxH * (1.0 - z) * (1.0 - n * n)           # d pre-activation of n
+    dar = dan * h_n * r * (1.0 - r)
+    daz = dh_BxH * (h_prev_BxH - n) * z * (1.0 - z)
+    dxw_BxG = jnp.concatenate([dar, daz, dan], axis=-1)
+    dhw_BxG = jnp.concatenate([dar, daz, dan * r], axis=-1)   # cotangent of h W_hh
+    return dh_BxH * z + dhw_BxG @ w_hh_GxH, (dxw_BxG, dhw_BxG)
+
+  dh0_BxH, (dxw_TxBxG, dhw_TxBxG) = jax.lax.scan(
+      body, dh_T, (dh_TxBxH, h_prev_TxBxH, act_TxBx4H), reverse=True, unroll=unroll)
+  hdim, gdim = w_hh_HxG.shape
+  dw_HxG = h_prev_TxBxH.reshape(-1, hdim).T @ dhw_TxBxG.reshape(-1, gdim)
+  return dw_HxG, dxw_TxBxG, dh0_BxH
+
+
+gru_scan.defvjp(_gru_fwd, _gru_bwd)
+
+
+# ------------------------------------------------------------------------- dispatcher
+def fused_scan(cell: str, w_hh_HxG: Array, xw_BxTxG: Array, state0, unroll: int = 1):
+  """Batch-major entry used by cells.RecurrentLayer when recurrent_impl='fused'.
+
+  state0: the cell's batched state (lstm: (h, c), gru: h). Returns (h_BxTxH, state_T).
+  """
+  xw_TxBxG = jnp.swapaxes(xw_BxTxG, 0, 1)
+  if cell == 'lstm':
+    h_TxBxH, h_T, c_T = lstm_scan(w_hh_HxG, xw_TxBxG, state0[0], state0[1], unroll)
+    return jnp.swapaxes(h_TxBxH, 0, 1), (h_T, c_T)
+  if cell == 'gru':
+    h_TxBxH, h_T = gru_scan(w_hh_HxG, xw_TxBxG, state0, unroll)
+    return jnp.swapaxes(h_TxBxH, 0, 1), h_T
+  raise ValueError(f'no fused scan for cell {cell!r}; allowed: {", ".join(FAST_CELLS)}')

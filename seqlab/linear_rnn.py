@@ -1,0 +1,153 @@
+"""Linear recurrences: the LRU (Orvieto et al. 2023) and minGRU (Feng et al. 2024).
+
+Both are h_t = a_t * h_{t-1} + b_t, elementwise: a bank of first-order IIR filters
+whose impulse response is prod(a)^t. Because the map h -> a h + b composes
+associatively, (a1, b1) then (a2, b2) = (a1 a2, a2 b1 + b2), the whole sequence can be
+computed with `jax.lax.associative_scan` in O(log T) depth (Blelloch 1990; Martin &
+Cundy 2018) as well as with the sequential `jax.lax.scan` kept as the reference.
+
+Shape letters: B batch, T time, D features (model width), N recurrent state size.
+"""
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+Array = jax.Array
+SCAN_IMPLS = ('sequential', 'parallel')
+
+
+# ------------------------------------------------------------------------------ scans
+def _combine(left, right):
+  """(a1, b1) then (a2, b2): h -> a2 (a1 h + b1) + b2 = (a1 a2) h + (a2 b1 + b2)."""
+  a1, b1 = left
+  a2, b2 = right
+  return a1 * a2, a2 * b1 + b2
+
+
+def linear_scan(a_BxTxN: Array, b_BxTxN: Array, h0_BxN: Array | None = None,
+                impl: str = 'parallel') -> Array:
+  """h_t = a_t * h_{t-1} + b_t for t = 1..T from h_0 = h0 (zeros if None): [B, T, N]."""
+  if impl not in SCAN_IMPLS:
+    raise ValueError(f'unknown scan_impl {impl!r}; allowed: {", ".join(SCAN_IMPLS)}')
+  dtype = jnp.result_type(a_BxTxN, b_BxTxN)
+  if h0_BxN is None:
+    h0_BxN = jnp.zeros((b_BxTxN.shape[0], b_BxTxN.shape[2]), dtype)
+  h0_BxN = h0_BxN.astype(dtype)
+  if impl == 'sequential':
+    def body(h_BxN, ab):
+      h_BxN = ab[0] * h_BxN + ab[1]
+      return h_BxN, h_BxN
+    _, h_TxBxN = jax.lax.scan(body, h0_BxN, (jnp.swapaxes(a_BxTxN, 0, 1).astype(dtype),
+                                             jnp.swapaxes(b_BxTxN, 0, 1)))
+    return jnp.swapaxes(h_TxBxN, 0, 1)
+  # The initial state enters as b_1 <- a_1 h_0 + b_1; the scan then starts from zero.
+  b_BxTxN = b_BxTxN.astype(dtype).at[:, 0].add(a_BxTxN[:, 0] * h0_BxN)
+  _, h_BxTxN = jax.lax.associative_scan(_combine, (a_BxTxN.astype(dtype), b_BxTxN), axis=1)
+  return h_BxTxN
+
+
+# ---------------------------------------------------------------------------------- LRU
+def ring_init(key: Array, n: int, r_min: float, r_max: float, max_phase: float):
+  """nu_log, theta_log [N] with |lambda| uniform on the ring r_min <= r <= r_max
+  (uniform in area: r^2 ~ U[r_min^2, r_max^2]) and phase ~ U[0, max_phase]
+  (Orvieto et al. 2023, Lemma 3.2)."""
+  k1, k2 = jax.random.split(key)
+  u1, u2 = jax.random.uniform(k1, (n,)), jax.random.uniform(k2, (n,))
+  nu = -0.5 * jnp.log(u1 * (r_max ** 2 - r_min ** 2) + r_min ** 2)
+  theta = u2 * max_phase
+  return jnp.log(nu), jnp.log(theta)
+
+
+class LRULayer(nnx.Module):
+  """Pre-norm residual block: x + GLU(GELU(Re(C h) + D u)), u = LayerNorm(x), with
+  h_t = lambda * h_{t-1} + gamma * (B u_t) and lambda = exp(-exp(nu_log) + i exp(theta_log))
+  (Orvieto et al. 2023, eq. 6-7 and Fig. 1: the recurrence is linear, the MLP after it
+  gives the nonlinearity)."""
+
+  def __init__(self, d: int, n: int, *, rngs: nnx.Rngs, r_min: float = 0.0,
+               r_max: float = 1.0, max_phase: float = 2 * np.pi, scan_impl: str = 'parallel'):
+    self.scan_impl = scan_impl
+    self.norm = nnx.LayerNorm(d, rngs=rngs)
+    nu_log, theta_log = ring_init(rngs.params(), n, r_min, r_max, max_phase)
+    self.nu_log = nnx.Param(nu_log)
+    self.theta_log = nnx.Param(theta_log)
+    # gamma = sqrt(1 - |lambda|^2) keeps E|h|^2 equal to E|Bu|^2 for white input.
+    self.gamma_log = nnx.Param(0.5 * jnp.log(1.0 - jnp.exp(-2.0 * jnp.exp(nu_log))))
+    glorot = lambda shape, fan_in: jax.random.normal(rngs.params(), shape) / np.sqrt(2 * fan_in)
+    self.b_re, self.b_im = nnx.Param(glorot((d, n), d)), nnx.Param(glorot((d, n), d))
+    self.c_re, self.c_im = nnx.Param(glorot((n, d), n)), nnx.Param(glorot((n, d), n))
+    self.d = nnx.Param(jax.random.normal(rngs.params(), (d,)))
+    self.glu = nnx.Linear(d, 2 * d, rngs=rngs)
+
+  def eigenvalues(self) -> Array:
+    """lambda [N], complex, |lambda| = exp(-exp(nu_log)) < 1."""
+    return jnp.exp(-jnp.exp(self.nu_log[...]) + 1j * jnp.exp(self.theta_log[...]))
+
+  def states(self, x_BxTxD: Array, h0_BxN: Array | None = None) -> Array:
+    """The recurrent states h [B, T, N] (complex) of the normalised input."""
+    u_BxTxD = self.norm(x_BxTxD)
+    bu_BxTxN = (u_BxTxD @ self.b_re[...] + 1j * (u_BxTxD @ self.b_im[...]))
+    bu_BxTxN = bu_BxTxN * jnp.exp(self.gamma_log[...])
+    lam_N = self.eigenvalues()
+    a_BxTxN = jnp.broadcast_to(lam_N, bu_BxTxN.shape)
+    return linear_scan(a_BxTxN, bu_BxTxN, h0_BxN, self.scan_impl)
+
+  def __call__(self, x_BxTxD: Array, h0_BxN: Array | None = None) -> Array:
+    h_BxTxN = self.states(x_BxTxD, h0_BxN)
+    y_BxTxD = (h_BxTxN.real @ self.c_re[...] - h_BxTxN.imag @ self.c_im[...]
+               + self.d[...] * self.norm(x_BxTxD))
+    value, gate = jnp.split(self.glu(jax.nn.gelu(y_BxTxD)), 2, axis=-1)
+    return x_BxTxD + value * jax.nn.sigmoid(gate)
+
+
+# ------------------------------------------------------------------------------- minGRU
+class MinGRULayer(nnx.Module):
+  """minGRU (Feng et al. 2024, Sec. 3.1): z_t = sigmoid(W_z x_t), h~_t = W_h x_t,
+  h_t = (1 - z_t) h_{t-1} + z_t h~_t. The gates see only x, so h_t is linear in h and
+  a_t = 1 - z_t, b_t = z_t h~_t. Stacked as x + minGRU(LayerNorm(x)), as in the paper's
+  residual models."""
+
+  def __init__(self, d: int, n: int, *, rngs: nnx.Rngs, scan_impl: str = 'parallel'):
+    self.scan_impl = scan_impl
+    self.norm = nnx.LayerNorm(d, rngs=rngs)
+    self.gate = nnx.Linear(d, n, rngs=rngs)
+    self.candidate = nnx.Linear(d, n, rngs=rngs)
+    self.out = nnx.Linear(n, d, rngs=rngs)
+
+  def coefficients(self, x_BxTxD: Array) -> tuple[Array, Array]:
+    u_BxTxD = self.norm(x_BxTxD)
+    z_BxTxN = jax.nn.sigmoid(self.gate(u_BxTxD))
+    return 1.0 - z_BxTxN, z_BxTxN * self.candidate(u_BxTxD)
+
+  def states(self, x_BxTxD: Array, h0_BxN: Array | None = None) -> Array:
+    a_BxTxN, b_BxTxN = self.coefficients(x_BxTxD)
+    return linear_scan(a_BxTxN, b_BxTxN, h0_BxN, self.scan_impl)
+
+  def __call__(self, x_BxTxD: Array, h0_BxN: Array | None = None) -> Array:
+    return x_BxTxD + self.out(self.states(x_BxTxD, h0_BxN))
+
+
+class LinearRecurrentBackbone(nnx.Module):
+  """`layers` LRU or minGRU blocks, then a final LayerNorm; causal by construction."""
+  is_recurrent = True
+
+  def __init__(self, cfg, rngs: nnx.Rngs):
+    if cfg.scan_impl not in SCAN_IMPLS:
+      raise ValueError(f'unknown scan_impl {cfg.scan_impl!r}; allowed: {", ".join(SCAN_IMPLS)}')
+    if cfg.name == 'lru':
+      make = lambda: LRULayer(cfg.hidden, cfg.hidden, rngs=rngs, r_min=cfg.r_min,
+                              r_max=cfg.r_max, max_phase=cfg.max_phase,
+                              scan_impl=cfg.scan_impl)
+    else:
+      make = lambda: MinGRULayer(cfg.hidden, cfg.hidden, rngs=rngs, scan_impl=cfg.scan_impl)
+    self.layers = nnx.List([make() for _ in range(cfg.layers)])
+    self.norm = nnx.LayerNorm(cfg.hidden, rngs=rngs)
+
+  def __call__(self, e_BxTxD: Array, causal: bool = True, states0=None) -> Array:
+    h = e_BxTxD
+    for i, layer in enumerate(self.layers):
+      h = layer(h, None if states0 is None else states0[i])
+    return self.norm(h)

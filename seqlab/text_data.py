@@ -1,0 +1,210 @@
+"""Real text through Hugging Face `datasets`: loading, byte/char tokens, (seed, step) batches.
+
+Knows nothing of models or training. Sources:
+  * a Hub id (`stanfordnlp/imdb`, `karpathy/tiny_shakespeare`, `wikitext` + config name),
+    loaded with `datasets.load_dataset` (needs the network; offline is a one-line error);
+  * local files or a glob (.txt, .csv, .jsonl/.json, .parquet) through the same `datasets`
+    builders ('text', 'csv', 'json', 'parquet');
+  * `stdlib`: the running interpreter's own standard-library sources, so every fresh
+    machine has a real corpus with no download.
+
+Tokens: 'byte' (UTF-8 bytes, ids 1..256) or 'char' (the training split's sorted characters,
+ids 1..V, unseen characters -> V+1). Id 0 is padding. No tokenizer download.
+
+Batches are a pure function of (seed, split, step): example i of the stream (i = step * B + b)
+lies in epoch e = i // N and is item perm_e[i % N] of a permutation seeded by (seed, split, e).
+So resume is exact, and a host makes only its rows by index (`process_index/process_count`).
+Shapes: tokens [B, T] int32, LM targets [B, T] int32, masks [B, T] float32, labels [B] int32.
+"""
+from __future__ import annotations
+
+import dataclasses
+import glob
+import math
+import os
+import sysconfig
+
+import numpy as np
+
+PAD = 0
+FORMATS = {'.txt': 'text', '.text': 'text', '.csv': 'csv', '.jsonl': 'json', '.json': 'json',
+           '.parquet': 'parquet'}
+TOKENIZERS = ('byte', 'char')
+
+
+# ------------------------------------------------------------------------------ loading
+def _offline() -> bool:
+  return os.environ.get('HF_DATASETS_OFFLINE', '0').lower() in ('1', 'true', 'yes') or \
+      os.environ.get('HF_HUB_OFFLINE', '0').lower() in ('1', 'true', 'yes')
+
+
+def load_local(path: str, split_name: str = 'train'):
+  """A glob or file (.txt/.csv/.jsonl/.parquet) -> datasets.Dataset through its builder.
+
+  Text files are one row per file (sample_by='document'), so newlines survive for LM.
+  """
+  import datasets
+  files = sorted(glob.glob(os.path.expanduser(path)))
+  if not files:
+    raise OSError(f'no file matches task.path={path!r}; give an existing file or glob '
+                  f'(.txt, .csv, .jsonl, .parquet)')
+  exts = {os.path.splitext(f)[1].lower() for f in files}
+  if len(exts) != 1 or next(iter(exts)) not in FORMATS:
+    raise ValueError(f'task.path={path!r} matches files of type {sorted(exts)}; allowed: one '
+                     f'of {", ".join(sorted(FORMATS))}')
+  builder = FORMATS[exts.pop()]
+  kwargs = {'sample_by': 'document'} if builder == 'text' else {}
+  try:
+    ds = datasets.load_dataset(builder, data_files={split_name: files}, split=split_name,
+                               **kwargs)
+  except Exception as e:  # parse errors from the builders: keep to one line
+    raise ValueError(f'cannot read task.path={path!r} with the {builder!r} builder: '
+                     f'{str(e).splitlines()[0] if str(e) else type(e).__name__}') from None
+  return ds
+
+
+def load_hub(dataset: str, config_name: str | None, split: str):
+  """A Hub dataset split; a one-line OSError when the Hub cannot be reached."""
+  import datasets
+  hint = ('the Hugging Face Hub is not reachable here; use task.path=<local files> or the '
+          'offline default task.dataset=stdlib')
+  if _offline():
+    raise OSError(f'task.dataset={dataset!r} needs the network but HF_DATASETS_OFFLINE is set; '
+                  + hint)
+  try:
+    return datasets.load_dataset(dataset, config_name or None, split=split)
+  except (ConnectionError, TimeoutError, OSError) as e:
+    raise OSError(f'cannot load task.dataset={dataset!r} (split {split!r}): '
+                  f'{type(e).__name__}; ' + hint) from None
+  except ValueError as e:  # unknown split/config: datasets lists the allowed ones
+    raise ValueError(f'task.dataset={dataset!r}: {str(e).splitlines()[0]}') from None
+
+
+def stdlib_files() -> list[str]:
+  """The interpreter's top-level standard-library .py files, sorted (a fixed list)."""
+  root = sysconfig.get_paths()['stdlib']
+  return sorted(glob.glob(os.path.join(root, '*.py')))
+
+
+def check_column(ds, column: str, option: str) -> None:
+  if column not in ds.column_names:
+    raise ValueError(f'{option}={column!r} is not a column of the dataset; available: '
+                     f'{", ".join(ds.column_names)}')
+
+
+def split_rows(n_rows: int, eval_fraction: float) -> tuple[np.ndarray, np.ndarray]:
+  """Held-out rows by a fixed stride (every k-th row), so the split never depends on a seed."""
+  if n_rows < 2:
+    raise ValueError(f'the dataset has {n_rows} row(s); a train/held-out split needs at least 2 '
+                     f'(or give a separate eval split)')
+  k = max(2, int(round(1.0 / eval_fraction)))
+  idx = np.arange(n_rows)
+  return idx[idx % k != k - 1], idx[idx % k == k - 1]
+
+
+# ------------------------------------------------------------------------------- tokens
+@dataclasses.dataclass(frozen=True)
+class Tokenizer:
+  kind: str                     # 'byte' or 'char'
+  chars: str = ''               # 'char': the training split's sorted alphabet
+
+  @property
+  def vocab_size(self) -> int:  # padding id 0 included
+    return 257 if self.kind == 'byte' else len(self.chars) + 2
+
+  def encode(self, text: str) -> np.ndarray:
+    if self.kind == 'byte':
+      return np.frombuffer(text.encode('utf-8'), np.uint8).astype(np.int32) + 1
+    table = {c: i + 1 for i, c in enumerate(self.chars)}
+    unk = len(self.chars) + 1
+    return np.array([table.get(c, unk) for c in text], np.int32)
+
+
+def make_tokenizer(kind: str, train_texts) -> Tokenizer:
+  if kind not in TOKENIZERS:
+    raise ValueError(f'task.tokenizer={kind!r}; allowed: {", ".join(TOKENIZERS)}')
+  if kind == 'byte':
+    return Tokenizer('byte')
+  return Tokenizer('char', ''.join(sorted(set().union(*(set(t) for t in train_texts)))))
+
+
+def unigram_entropy(tokens: np.ndarray, vocab_size: int) -> float:
+  """H = -sum_v p_v ln p_v (nats) of the token frequencies: the loss of the best
+  context-free predictor, the chance level of a language model."""
+  p = np.bincount(tokens, minlength=vocab_size).astype(np.float64)
+  p = p[p > 0] / p.sum()
+  return float(-(p * np.log(p)).sum())
+
+
+# ------------------------------------------------------------------------ (seed, step)
+def example_indices(seed: int, split: int, step: int, batch_size: int, n_items: int,
+                    process_index: int = 0, process_count: int = 1) -> np.ndarray:
+  """Item indices of this host's rows of the global batch at `step`.
+
+  Global example i = step * B + b reads item perm_e[i mod N], e = i // N, with perm_e a
+  permutation seeded by (seed, split, e): each epoch visits every item once. Host p of P
+  takes rows b in [p B/P, (p+1) B/P), matching sharding.process_slice, so hosts never
+  overlap and their union is the global batch.
+  """
+  if batch_size % process_count:
+    raise ValueError(f'batch_size={batch_size} is not divisible by {process_count} processes')
+  per_host = batch_size // process_count
+  i = step * batch_size + process_index * per_host + np.arange(per_host, dtype=np.int64)
+  epochs, pos = i // n_items, i % n_items
+  out = np.empty(per_host, np.int64)
+  for e in np.unique(epochs):
+    perm = np.random.default_rng([seed, split, int(e)]).permutation(n_items)
+    out[epochs == e] = perm[pos[epochs == e]]
+  return out
+
+
+@dataclasses.dataclass(frozen=True)
+class LMStream:
+  """One split's token stream; window j is tokens[j T : j T + T + 1] (inputs + shifted
+  targets), non-overlapping so an epoch sees each token once."""
+  tokens: np.ndarray            # [N_tokens] int32
+
+  def num_windows(self, seq_len: int) -> int:
+    return (len(self.tokens) - 1) // seq_len
+
+  def batch(self, seed, split, step, batch_size, seq_len, process_index=0, process_count=1):
+    n = self.num_windows(seq_len)
+    if n < 1:
+      raise ValueError(f'the text has {len(self.tokens)} tokens, fewer than one window of '
+                       f'seq_len+1={seq_len + 1}; use a shorter seq_len or more text')
+    starts = example_indices(seed, split, step, batch_size, n, process_index,
+                             process_count) * seq_len
+    w_BxT1 = self.tokens[starts[:, None] + np.arange(seq_len + 1)]
+    return {'inputs': w_BxT1[:, :-1], 'targets': w_BxT1[:, 1:],
+            'mask': np.ones((len(starts), seq_len), np.float32)}
+
+
+@dataclasses.dataclass(frozen=True)
+class ClassificationRows:
+  """Map-style rows: token arrays and labels, read by index."""
+  tokens: tuple                 # per row: [n_i] int32
+  labels: np.ndarray            # [N] int32
+
+  def batch(self, seed, split, step, batch_size, seq_len, process_index=0, process_count=1):
+    idx = example_indices(seed, split, step, batch_size, len(self.labels), process_index,
+                          process_count)
+    x_BxT, mask_BxT = pad_left([self.tokens[i] for i in idx], seq_len)
+    return {'inputs': x_BxT, 'targets': self.labels[idx], 'input_mask': mask_BxT}
+
+
+def pad_left(rows, seq_len: int) -> tuple[np.ndarray, np.ndarray]:
+  """Truncate to the first seq_len tokens and pad at the START, so a recurrent model's
+  h_T sits on the last real token (the padding is read before any text, from h_0).
+  Returns tokens [B, T] int32 and a mask [B, T] float32 (1 on real tokens)."""
+  x_BxT = np.full((len(rows), seq_len), PAD, np.int32)
+  mask_BxT = np.zeros((len(rows), seq_len), np.float32)
+  for b, r in enumerate(rows):
+    r = r[:seq_len]
+    if len(r):
+      x_BxT[b, seq_len - len(r):] = r
+      mask_BxT[b, seq_len - len(r):] = 1.0
+  return x_BxT, mask_BxT
+
+
+def majority_fraction(labels: np.ndarray) -> float:
+  return float(np.bincount(labels).max() / len(labels)) if len(labels) else math.nan

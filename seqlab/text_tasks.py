@@ -1,0 +1,221 @@
+"""Task builders for real text and ListOps: 'charlm', 'textclf', 'listops'.
+
+Registered in tasks.TASK_BUILDERS; each reads its options from config.task:
+  dataset       'stdlib' (offline default), a Hub id, or '' to read task.path
+  path          local file or glob (.txt, .csv, .jsonl, .parquet) when dataset=''
+  config_name   Hub config (e.g. 'wikitext-2-raw-v1')
+  text_column, label_column, split, eval_split ('' -> every 10th row held out)
+  tokenizer     'byte' or 'char'
+Offline defaults (no network, every CPython carries them):
+  charlm   the interpreter's top-level stdlib *.py files, every 10th file held out.
+  textclf  which of 4 stdlib packages (asyncio, email, unittest, xml) a paragraph of source
+           comes from, every 5th file held out: real text of varied length, a balanced-ish
+           4-way topic problem that needs no download, and one no bag-of-bytes baseline solves.
+"""
+from __future__ import annotations
+
+import functools
+import glob
+import math
+import os
+
+import numpy as np
+
+from seqlab import listops, tasks, text_data
+
+CLF_PACKAGES = ('asyncio', 'email', 'unittest', 'xml')
+OPTIONS = dict(dataset='stdlib', path='', config_name='', text_column='text',
+               label_column='label', split='train', eval_split='', tokenizer='byte',
+               eval_fraction=0.1)
+
+
+def _opts(task_config) -> tuple:
+  get = task_config.get if hasattr(task_config, 'get') else (lambda k, d: d)
+  return tuple((k, get(k, d)) for k, d in OPTIONS.items())
+
+
+# ------------------------------------------------------------------------------ sources
+def _train_eval_datasets(o: dict, need_label: bool):
+  """(train, eval) datasets.Dataset for the options; validates columns."""
+  if o['dataset'] and o['dataset'] != 'stdlib':
+    train = text_data.load_hub(o['dataset'], o['config_name'], o['split'])
+    ev = (text_data.load_hub(o['dataset'], o['config_name'], o['eval_split'])
+          if o['eval_split'] else None)
+  elif not o['dataset']:
+    if not o['path']:
+      raise ValueError('task.dataset is empty and task.path is not set; give task.path=<file '
+                       'or glob> or task.dataset=<Hub id> or task.dataset=stdlib')
+    train, ev = text_data.load_local(o['path']), None
+  else:
+    raise AssertionError('stdlib is built by the callers')
+  for ds in (train, ev):
+    if ds is None:
+      continue
+    text_data.check_column(ds, o['text_column'], 'task.text_column')
+    if need_label:
+      text_data.check_column(ds, o['label_column'], 'task.label_column')
+  if len(train) == 0:
+    raise ValueError(f'the dataset ({o["dataset"] or o["path"]}) is empty')
+  if ev is None:
+    tr_idx, ev_idx = text_data.split_rows(len(train), o['eval_fraction'])
+    train, ev = train.select(tr_idx), train.select(ev_idx)
+  return train, ev
+
+
+def _read(path: str) -> str:
+  with open(path, encoding='utf-8', errors='replace') as f:
+    return f.read()
+
+
+@functools.lru_cache(maxsize=4)
+def lm_streams(opts: tuple):
+  """(tokenizer, train LMStream, eval LMStream) for the options."""
+  o = dict(opts)
+  if o['dataset'] == 'stdlib':
+    files = text_data.stdlib_files()
+    train_texts = [_read(f) for i, f in enumerate(files) if i % 10 != 9]
+    eval_texts = [_read(f) for i, f in enumerate(files) if i % 10 == 9]
+  else:
+    train, ev = _train_eval_datasets(o, need_label=False)
+    train_texts, eval_texts = train[o['text_column']], ev[o['text_column']]
+  train_texts = [t for t in train_texts if t]
+  eval_texts = [t for t in eval_texts if t]
+  if not train_texts or not eval_texts:
+    raise ValueError(f'the dataset ({o["dataset"] or o["path"]}) has no text in its training '
+                     'or held-out split')
+  tok = text_data.make_tokenizer(o['tokenizer'], train_texts)
+  # Documents are joined with a newline: the LM reads one stream, as in char-rnn.
+  streams = [text_data.LMStream(tok.encode('\n'.join(t))) for t in (train_texts, eval_texts)]
+  return tok, streams[0], streams[1]
+
+
+@functools.lru_cache(maxsize=4)
+def clf_rows(opts: tuple):
+  """(tokenizer, train rows, eval rows, class names) for the options."""
+  o = dict(opts)
+  if o['dataset'] == 'stdlib':
+    root = os.path.dirname(text_data.stdlib_files()[0])
+    split_texts = ([], [])
+    split_labels = ([], [])
+    for label, pkg in enumerate(CLF_PACKAGES):
+      files = sorted(f for f in glob.glob(os.path.join(root, pkg, '**', '*.py'), recursive=True)
+                     if f'{os.sep}test' not in f[len(root):])
+      for i, f in enumerate(files):
+        # A row is a blank-line-separated paragraph of source with some substance.
+        paras = [p for p in _read(f).split('\n\n') if len(p.strip()) >= 64]
+        split_texts[i % 5 == 4].extend(paras)
+        split_labels[i % 5 == 4].extend([label] * len(paras))
+    names = list(CLF_PACKAGES)
+    labels = [np.array(l, np.int32) for l in split_labels]
+    texts = split_texts
+  else:
+    train, ev = _train_eval_datasets(o, need_label=True)
+    texts = (train[o['text_column']], ev[o['text_column']])
+    raw = (train[o['label_column']], ev[o['label_column']])
+    names = sorted({str(v) for v in raw[0]} | {str(v) for v in raw[1]},
+                   key=lambda s: (len(s), s))  # numeric labels in numeric order
+    index = {n: i for i, n in enumerate(names)}
+    labels = [np.array([index[str(v)] for v in r], np.int32) for r in raw]
+  if len(labels[0]) == 0 or len(labels[1]) == 0:
+    raise ValueError('the classification dataset has no rows in its training or held-out split')
+  if len(names) < 2:
+    raise ValueError(f'task.label_column={o["label_column"]!r} has {len(names)} class; '
+                     'classification needs at least 2')
+  tok = text_data.make_tokenizer(o['tokenizer'], [t for t in texts[0] if t])
+  rows = [text_data.ClassificationRows(tuple(tok.encode(t or '') for t in ts), l)
+          for ts, l in zip(texts, labels)]
+  return tok, rows[0], rows[1], names
+
+
+def _label_entropy(labels: np.ndarray) -> float:
+  p = np.bincount(labels) / len(labels)
+  p = p[p > 0]
+  return float(-(p * np.log(p)).sum())
+
+
+# -------------------------------------------------------------------------------- tasks
+def charlm_task(task_config) -> tasks.Task:
+  """Next-character prediction at every step; chance = unigram entropy (nats/token) of the
+  training split, so loss / ln 2 is bits per character (per byte with tokenizer=byte)."""
+  tok, train, ev = lm_streams(_opts(task_config))
+  h = text_data.unigram_entropy(train.tokens, tok.vocab_size)
+
+  def batch_fn(seed, step, batch_size, seq_len, split=tasks.TRAIN):
+    return (train if split == tasks.TRAIN else ev).batch(seed, split, step, batch_size, seq_len)
+
+  return tasks.Task('charlm', 'per_step', 'xent', tok.vocab_size, tok.vocab_size, 0,
+                    make_batch=None, chance=lambda t: h,
+                    chance_doc=f'unigram entropy of the training split, {h / math.log(2):.3f} '
+                               f'bits/char ({len(train.tokens):,} train tokens)',
+                    min_seq_len=2, batch_fn=batch_fn,
+                    max_seq_len=min(len(train.tokens), len(ev.tokens)) - 1)
+
+
+def textclf_task(task_config) -> tasks.Task:
+  """Class from the final state (recurrent, left-padded) or CLS/mean pool (transformer).
+
+  The transformer has no attention mask: its CLS token and mean pool also see the
+  left padding, an imperfection shared with LRA's simplest baselines."""
+  tok, train, ev, names = clf_rows(_opts(task_config))
+  h = _label_entropy(train.labels)
+
+  def batch_fn(seed, step, batch_size, seq_len, split=tasks.TRAIN):
+    return (train if split == tasks.TRAIN else ev).batch(seed, split, step, batch_size, seq_len)
+
+  return tasks.Task('textclf', 'last', 'xent', len(names), tok.vocab_size, 0, make_batch=None,
+                    chance=lambda t: h,
+                    chance_doc=f'class prior entropy of {len(names)} classes; majority class '
+                               f'{text_data.majority_fraction(ev.labels):.3f} of held-out rows',
+                    min_seq_len=1, batch_fn=batch_fn)
+
+
+@functools.lru_cache(maxsize=16)
+def listops_label_entropy(seq_len: int) -> float:
+  """Entropy of the label distribution at this length, from 2048 fixed expressions."""
+  y = listops.make_batch(np.random.default_rng([7, 7, seq_len]), 2048, seq_len)['targets']
+  return _label_entropy(y)
+
+
+def listops_task(task_config) -> tasks.Task:
+  del task_config
+  return tasks.Task('listops', 'last', 'xent', listops.NUM_CLASSES, len(listops.VOCAB), 0,
+                    make_batch=listops.make_batch, chance=listops_label_entropy,
+                    chance_doc='label-prior entropy (2048 sampled expressions)', min_seq_len=4)
+
+
+def majority_accuracy(task_config, seq_len: int) -> float:
+  """Held-out accuracy of always predicting the most common class."""
+  name = task_config.name
+  if name == 'textclf':
+    return text_data.majority_fraction(clf_rows(_opts(task_config))[2].labels)
+  if name == 'listops':
+    y = listops.make_batch(np.random.default_rng([7, 7, seq_len]), 2048, seq_len)['targets']
+    return text_data.majority_fraction(y)
+  return math.nan
+
+
+# -------------------------------------------------------------------------------- study
+def run(config, workdir: str) -> list[dict]:
+  """The training sweep (sweep.run), then bits/char against the unigram baseline for
+  charlm and accuracy against the majority class for the classifiers."""
+  import copy
+  from seqlab import sweep
+  rows = sweep.run(config, workdir)
+  head = f'{"task":<8} {"T":>6} {"model":<12} {"seed":>4} {"held-out":>9} {"baseline":>9}  metric'
+  lines = [head, '-' * len(head)]
+  for r in rows:
+    tc = copy.deepcopy(config.task)
+    with tc.unlocked():
+      tc.name = r['task']
+    if r.get('final_loss') is None:
+      continue
+    if r['task'] == 'charlm':
+      got, base, what = r['final_loss'] / math.log(2), r['chance_loss'] / math.log(2), \
+          'bits/char vs unigram entropy'
+    else:
+      got, base, what = r.get('final_accuracy'), majority_accuracy(tc, r['seq_len']), \
+          'accuracy vs majority class'
+    lines.append(f'{r["task"]:<8} {r["seq_len"]:>6} {r["model"]:<12} {r["seed"]:>4} '
+                 f'{sweep._fmt(got, ".3f"):>9} {sweep._fmt(base, ".3f"):>9}  {what}')
+  print('\n'.join(lines))
+  return rows

@@ -1,0 +1,86 @@
+"""Text and ListOps tasks: one training step each, local files, bad input through launch.py."""
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from experiments import text
+from seqlab import tasks, train
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def tiny_config(task, model='lstm', seq_len=16, **task_kw):
+  c = text.get_config()
+  with c.unlocked():
+    c.model.name, c.model.hidden = model, 16
+    c.task.name, c.task.seq_len = task, seq_len
+    c.task.update(task_kw)
+    c.num_devices = 1
+    c.train.steps, c.train.batch_size, c.train.log_every = 1, 4, 1
+    c.train.eval_batches, c.train.warmup_steps = 1, 1
+  return c
+
+
+@pytest.mark.parametrize('model', ['lstm', 'transformer'])
+@pytest.mark.parametrize('task', ['charlm', 'textclf', 'listops'])
+def test_one_training_step_offline_defaults(task, model, tmp_path):
+  r = train.train(tiny_config(task, model), str(tmp_path), verbose=False)
+  assert r['steps'] == 1 and np.isfinite(r['final_loss']) and r['final_accuracy'] is not None
+  assert r['chance_loss'] > 0
+
+
+def test_charlm_chance_is_unigram_entropy_and_batches_follow_seed_step(tmp_path):
+  (tmp_path / 'a.txt').write_text('abab' * 50)
+  (tmp_path / 'b.txt').write_text('ab' * 30)
+  c = tiny_config('charlm', dataset='', path=str(tmp_path / '*.txt'), tokenizer='char',
+                  eval_fraction=0.5)
+  task = tasks.build(c.task)
+  assert task.vocab_size == 4 and task.chance_loss(16) == pytest.approx(np.log(2))
+  a, b = task.batch(0, 5, 4, 16), task.batch(0, 5, 4, 16)
+  assert all((a[k] == b[k]).all() for k in a)
+  assert set(np.unique(a['inputs'])) == {1, 2}  # 'a' -> 1, 'b' -> 2 (sorted alphabet)
+
+
+def test_textclf_from_csv_with_string_labels(tmp_path):
+  rows = ['review,sentiment'] + [f'{"great fun " * (i % 3 + 1)},pos' if i % 2 else
+                                 f'{"dull " * (i % 4 + 1)},neg' for i in range(40)]
+  (tmp_path / 'r.csv').write_text('\n'.join(rows) + '\n')
+  c = tiny_config('textclf', dataset='', path=str(tmp_path / 'r.csv'), text_column='review',
+                  label_column='sentiment')
+  task = tasks.build(c.task)
+  assert task.num_outputs == 2 and task.chance_loss(16) == pytest.approx(np.log(2))
+  r = train.train(c, str(tmp_path / 'run'), verbose=False)
+  assert np.isfinite(r['final_loss'])
+
+
+def launch(*args, cwd):
+  env = dict(os.environ, XLA_FLAGS='', JAX_PLATFORMS='cpu', HF_DATASETS_OFFLINE='1')
+  return subprocess.run([sys.executable, os.path.join(ROOT, 'launch.py'),
+                         f'--config={ROOT}/experiments/text.py', *args], cwd=cwd,
+                        capture_output=True, text=True, env=env, timeout=300)
+
+
+def test_bad_text_input_is_one_line_exit_2_nothing_written(tmp_path):
+  (tmp_path / 'short.txt').write_text('tiny text\n' * 3)
+  (tmp_path / 'd.csv').write_text('body,y\nhello,1\nworld,0\n')
+  (tmp_path / 'empty.csv').write_text('text,label\n')
+  cases = [
+      (['--config.task.dataset=', f'--config.task.path={tmp_path}/nope*.txt'], 'no file matches'),
+      (['--config.task.dataset=stanfordnlp/imdb'], "'stanfordnlp/imdb' needs the network"),
+      (['--config.task.dataset=', f'--config.task.path={tmp_path}/d.csv', '--tasks=textclf'],
+       "task.text_column='text' is not a column of the dataset; available: body, y"),
+      (['--config.task.dataset=', f'--config.task.path={tmp_path}/empty.csv'], 'is empty'),
+      (['--config.task.dataset=', f'--config.task.path={tmp_path}/short.txt', '--seq_lens=64'],
+       'seq_len=64 is longer than the data'),
+      (['--config.task.tokenizer=bpe'], "'bpe'; allowed: byte, char"),
+  ]
+  for args, words in cases:
+    p = launch(*args, f'--workdir={tmp_path}/w', cwd=tmp_path)
+    assert p.returncode == 2, (args, p.stderr)
+    lines = p.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith('error: '), (args, p.stderr)
+    assert words in lines[0], (args, lines[0])
+    assert not os.path.exists(tmp_path / 'w')
