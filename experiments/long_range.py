@@ -24,7 +24,8 @@ def get_config(arg: str = ''):
   c.model = ml_collections.ConfigDict(dict(
       name='lstm', hidden=64, layers=1, param_budget=0, recurrent_init='orthogonal',
       spectral_radius=1.0, forget_bias=1.0, unroll=1, heads=4, mlp_ratio=4,
-      positions='sinusoidal', pool='cls', attention_impl='einsum'))
+      positions='sinusoidal', pool='cls', attention_impl='einsum',
+      scan_impl='parallel', r_min=0.9, r_max=0.999))  # lru/mingru (seqlab.linear_rnn)
   c.task = ml_collections.ConfigDict(dict(name='adding', seq_len=50))
   c.train = ml_collections.ConfigDict(dict(
       steps=600, batch_size=32, lr=3e-3, warmup_steps=50, weight_decay=0.0, clip_norm=1.0,
@@ -33,7 +34,8 @@ def get_config(arg: str = ''):
       keep_checkpoints=2,               # the last K, plus the best by held-out loss
       skip_nonfinite=0))                # >0: skip up to this many bad updates in a row
   c.sweep = ml_collections.ConfigDict(dict(
-      models=['rnn', 'lstm', 'gru', 'transformer'], tasks=['adding'], seq_lens=[50, 200],
+      models=['rnn', 'lstm', 'gru', 'lru', 'mingru', 'transformer'], tasks=['adding'],
+      seq_lens=[50, 200],
       seeds=[0]))
   if arg == 'quick':
     c.model.hidden = 48

@@ -51,7 +51,8 @@ class _FlaxLSTM(nnx.Module):
     self.rnn = nnx.RNN(nnx.OptimizedLSTMCell(d, d, rngs=rngs))
 
   def __call__(self, e):
-    return self.rnn(e)
+    zeros_BxH = jnp.zeros((e.shape[0], self.rnn.cell.hidden_features), e.dtype)
+    return self.rnn(e, initial_carry=(zeros_BxH, zeros_BxH))   # (c, h), no rng draw
 
 
 class _Attention(nnx.Module):
@@ -172,13 +173,13 @@ def _memory_bytes(compiled) -> int | None:
 
 def measure_jax(name: str, bc: BenchConfig, seq_len: int) -> dict:
   layer = build_layer(name, bc)
-  graphdef, params = nnx.split(layer, nnx.Param)
+  graphdef, params, rest = nnx.split(layer, nnx.Param, ...)
   opt = optax.adam(1e-3)
   opt_state = opt.init(params)
   e_BxTxD = jax.random.normal(jax.random.key(0), (bc.batch, seq_len, bc.hidden))
 
   def loss_fn(params, e):
-    return jnp.mean(nnx.merge(graphdef, params)(e) ** 2)
+    return jnp.mean(nnx.merge(graphdef, params, rest)(e) ** 2)
 
   def train_step(params, opt_state, e):
     loss, grads = jax.value_and_grad(loss_fn)(params, e)
@@ -186,7 +187,7 @@ def measure_jax(name: str, bc: BenchConfig, seq_len: int) -> dict:
     return optax.apply_updates(params, updates), opt_state, loss
 
   def infer(params, e):
-    return nnx.merge(graphdef, params)(e)
+    return nnx.merge(graphdef, params, rest)(e)
 
   t0 = time.perf_counter()
   train_c = jax.jit(train_step).lower(params, opt_state, e_BxTxD).compile()
@@ -290,3 +291,63 @@ def add_baseline_ratios(rows: list[dict]) -> list[dict]:
         r[f'ratio_train_vs_{b}'] = r['tokens_per_s_train'] / base['tokens_per_s_train']
         r[f'ratio_infer_vs_{b}'] = r['tokens_per_s_infer'] / base['tokens_per_s_infer']
   return rows
+
+
+# ---------------------------------------------------------------------------- study
+def run(config, workdir: str) -> list[dict]:
+  """The throughput study: every model at every T of config.sweep, written per T
+  (so ratios to the baselines come from the same run); finished T are skipped. A
+  model that times out or runs out of memory at some T is not tried at longer T."""
+  from seqlab import plots_throughput, sweep, writer
+  bc = BenchConfig(**config.bench.to_dict())
+  names = list(config.sweep.models)
+  allowed = set(models.MODELS) | {'transformer', 'attention', 'jax_attention', 'flax_lstm',
+                                  'torch_lstm', 'torch_sdpa'}
+  for n in names:
+    if n.split(':')[0] not in allowed:
+      raise sweep.ConfigError(f'unknown throughput model {n!r}; allowed: '
+                              f'{", ".join(sorted(allowed))} (with :fused, :<impl>)')
+  if not torch_available():
+    names = [n for n in names if not n.startswith('torch_')]
+    print('torch is not importable: torch baselines skipped (pip install -r '
+          'requirements-bench.txt to add them)')
+  os.makedirs(workdir, exist_ok=True)
+  path = os.path.join(workdir, 'results.jsonl')
+  done = {(r['model'], r['seq_len']) for r in writer.read_jsonl(path)}
+  given_up = {r['model'] for r in writer.read_jsonl(path) if r.get('status') != 'ok'}
+  ceiling = matmul_ceiling_flops()
+  print(f'matmul ceiling {ceiling / 1e9:.1f} GFLOP/s on {jax.devices()[0].device_kind}')
+  for seq_len in sorted(int(t) for t in config.sweep.seq_lens):
+    todo = [n for n in names if (n, seq_len) not in done and n not in given_up]
+    rows = []
+    for n in todo:
+      r = measure(n, bc, seq_len, ceiling)
+      if r['status'] != 'ok':
+        given_up.add(n)
+      print(f'T={seq_len:>6} {n:<20} {r["status"]:<8} ' + (
+          f'train {r["tokens_per_s_train"]:>10,.0f} tok/s  infer {r["tokens_per_s_infer"]:>10,.0f}'
+          f' tok/s  compile {r["compile_s"]:.2f} s' if r['status'] == 'ok' else r['error']),
+          flush=True)
+      rows.append(r)
+    for r in add_baseline_ratios(rows):
+      writer.append_jsonl_atomic(path, r)
+  rows = writer.read_jsonl(path)
+  print(ratio_table(rows))
+  figs = plots_throughput.plot_all(workdir)
+  print(f'results: {path}\nfigures: {", ".join(figs)}')
+  return rows
+
+
+def ratio_table(rows: list[dict]) -> str:
+  lines = [f'{"model":<20} {"T":>6} {"train tok/s":>12} {"infer tok/s":>12} {"compile s":>9} '
+           f'{"peak MB":>8}  ratios (train) to baselines']
+  for r in sorted(rows, key=lambda r: (r['model'], r['seq_len'])):
+    if r.get('status') != 'ok':
+      lines.append(f'{r["model"]:<20} {r["seq_len"]:>6} {r.get("status")}')
+      continue
+    ratios = ' '.join(f'{k[len("ratio_train_vs_"):]}={v:.2f}' for k, v in r.items()
+                      if k.startswith('ratio_train_vs_'))
+    mem = r['peak_memory_bytes'] / 2 ** 20 if r.get('peak_memory_bytes') else float('nan')
+    lines.append(f'{r["model"]:<20} {r["seq_len"]:>6} {r["tokens_per_s_train"]:>12,.0f} '
+                 f'{r["tokens_per_s_infer"]:>12,.0f} {r["compile_s"]:>9.2f} {mem:>8.1f}  {ratios}')
+  return '\n'.join(lines)

@@ -99,6 +99,11 @@ def run(config, workdir: str) -> list[dict]:
   prints the table. Returns all result rows."""
   from absl import logging as absl_logging
   absl_logging.set_verbosity(absl_logging.WARNING)  # orbax logs each checkpoint save at INFO
+  # The trained phase runs seqlab.train once per seed, each building its own jitted
+  # step with the same HLO: the persistent cache compiles it once per model, not per
+  # seed (and a re-run compiles nothing).
+  jax.config.update('jax_compilation_cache_dir', os.path.join(workdir, 'jax_cache'))
+  jax.config.update('jax_persistent_cache_min_compile_time_secs', 0.5)
   sweep.validate(config)
   t0 = time.time()
   gf, sw = config.grad_flow, config.sweep

@@ -99,6 +99,7 @@ def draw_long_range(workdir: str) -> dict:
 
 # name, title, experiments config, draw function
 SECTIONS = [
+    ('grad_flow', 'Gradient flow', 'grad_flow', 'seqlab.plots_grad_flow:draw'),
     ('long_range', 'Long-range capability', 'long_range', 'seqlab.report:draw_long_range'),
 ]
 

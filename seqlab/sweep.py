@@ -24,6 +24,8 @@ STUDIES = {
     'train': 'seqlab.sweep:run',
     'report': 'seqlab.report:run',
     'grad_flow': 'seqlab.grad_flow:run',
+    'impulse': 'seqlab.impulse:run',
+    'throughput': 'seqlab.benchmark:run',
     'text': 'seqlab.text_tasks:run',
 }
 
@@ -44,8 +46,8 @@ def _allowed(kind: str, value, table) -> None:
 def validate(config) -> None:
   """Checks every sweep axis and the sizes before anything compiles."""
   sw = config.get('sweep')
-  if sw is None:  # studies without sweep axes (the report) validate their own parts
-    return
+  if sw is None or config.get('own_sweep_axes', False):
+    return  # the report (no axes) and throughput (its own model names) check their own
   if not sw.models or not sw.tasks or not sw.seq_lens or not sw.seeds:
     raise ConfigError('the sweep is empty: --models, --tasks, --seq_lens and --seeds each '
                       'need at least one value')
@@ -90,7 +92,10 @@ def validate(config) -> None:
       raise ConfigError(f'model.positions={mc.positions!r}; allowed: sinusoidal, learned')
     if mc.get('pool', 'cls') not in ('cls', 'mean'):
       raise ConfigError(f'model.pool={mc.pool!r}; allowed: cls, mean')
-    from seqlab import cells
+    from seqlab import cells, linear_rnn
+    if mc.get('scan_impl', 'parallel') not in linear_rnn.SCAN_IMPLS:
+      raise ConfigError(f'model.scan_impl={mc.scan_impl!r}; allowed: '
+                        f'{", ".join(linear_rnn.SCAN_IMPLS)}')
     if mc.get('recurrent_init', 'orthogonal') not in cells.RECURRENT_INITS:
       raise ConfigError(f'model.recurrent_init={mc.recurrent_init!r}; allowed: '
                         f'{", ".join(cells.RECURRENT_INITS)}')
@@ -206,8 +211,9 @@ def run(config, workdir: str) -> list[dict]:
       continue
     result = train.train(point_config(config, p), os.path.join(workdir, name))
     rows.append(record(workdir, p, result))
-  print(summary_table(rows))
-  print(f'results: {os.path.join(workdir, "results.jsonl")}')
+  if writer.is_writer():  # one table, not one per host
+    print(summary_table(rows))
+    print(f'results: {os.path.join(workdir, "results.jsonl")}')
   return rows
 
 

@@ -33,6 +33,17 @@ TOKENIZERS = ('byte', 'char')
 
 
 # ------------------------------------------------------------------------------ loading
+def _datasets():
+  """`datasets`, quiet: its import-time INFO lines and progress bars would otherwise reach
+  stderr through absl's handler and break the one-line error contract."""
+  import logging
+  logging.getLogger('datasets').setLevel(logging.WARNING)
+  import datasets
+  datasets.utils.logging.set_verbosity_error()
+  datasets.disable_progress_bars()
+  return datasets
+
+
 def _offline() -> bool:
   return os.environ.get('HF_DATASETS_OFFLINE', '0').lower() in ('1', 'true', 'yes') or \
       os.environ.get('HF_HUB_OFFLINE', '0').lower() in ('1', 'true', 'yes')
@@ -43,7 +54,7 @@ def load_local(path: str, split_name: str = 'train'):
 
   Text files are one row per file (sample_by='document'), so newlines survive for LM.
   """
-  import datasets
+  datasets = _datasets()
   files = sorted(glob.glob(os.path.expanduser(path)))
   if not files:
     raise OSError(f'no file matches task.path={path!r}; give an existing file or glob '
@@ -58,6 +69,9 @@ def load_local(path: str, split_name: str = 'train'):
     ds = datasets.load_dataset(builder, data_files={split_name: files}, split=split_name,
                                **kwargs)
   except Exception as e:  # parse errors from the builders: keep to one line
+    if 'corresponds to no data' in str(e):
+      raise ValueError(f'the dataset at task.path={path!r} is empty (no rows); give files '
+                       f'with at least 2 rows of text') from None
     raise ValueError(f'cannot read task.path={path!r} with the {builder!r} builder: '
                      f'{str(e).splitlines()[0] if str(e) else type(e).__name__}') from None
   return ds
@@ -65,7 +79,7 @@ def load_local(path: str, split_name: str = 'train'):
 
 def load_hub(dataset: str, config_name: str | None, split: str):
   """A Hub dataset split; a one-line OSError when the Hub cannot be reached."""
-  import datasets
+  datasets = _datasets()
   hint = ('the Hugging Face Hub is not reachable here; use task.path=<local files> or the '
           'offline default task.dataset=stdlib')
   if _offline():

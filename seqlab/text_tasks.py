@@ -56,6 +56,11 @@ def _train_eval_datasets(o: dict, need_label: bool):
       text_data.check_column(ds, o['label_column'], 'task.label_column')
   if len(train) == 0:
     raise ValueError(f'the dataset ({o["dataset"] or o["path"]}) is empty')
+  if ev is None and len(train) == 1 and not need_label:
+    # One document (e.g. tiny_shakespeare): hold out its last eval_fraction of characters.
+    text = train[0][o['text_column']] or ''
+    cut = int(len(text) * (1.0 - o['eval_fraction']))
+    return {o['text_column']: [text[:cut]]}, {o['text_column']: [text[cut:]]}
   if ev is None:
     tr_idx, ev_idx = text_data.split_rows(len(train), o['eval_fraction'])
     train, ev = train.select(tr_idx), train.select(ev_idx)

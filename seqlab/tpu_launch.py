@@ -129,7 +129,7 @@ def plan(spec: TpuSpec, argv: list[str], workdir: str, root: str) -> list[tuple[
            ('start the run on every worker', ssh_cmd(spec, run)),
            ("stream process 0's log", ssh_cmd(spec, stream, worker='0'))]
   if workdir.startswith('gs://'):
-    steps.append(('results are in the bucket', ['gcloud', 'storage', 'ls', workdir]))
+    steps.append(('results are in the bucket', ['gcloud', 'storage', 'ls', workdir] + _common(spec)[1:]))
   else:
     remote = workdir if os.path.isabs(workdir) else f'~/{d}/{workdir}'
     steps.append(('fetch the workdir from worker 0',

@@ -8,8 +8,8 @@ import pytest
 from seqlab import attention, blocked_attention, models
 
 
-@pytest.mark.parametrize('causal', [True, False])
-@pytest.mark.parametrize('t,block', [(37, 8), (16, 8), (5, 16)])
+@pytest.mark.parametrize('causal,t,block', [(True, 37, 8), (False, 37, 8), (True, 16, 8),
+                                            (False, 5, 16)])
 def test_blocked_equals_einsum_outputs_and_gradients(causal, t, block):
   q, k, v = jax.random.normal(jax.random.key(0), (3, 2, t, 3, 8))
   w = jax.random.normal(jax.random.key(1), (2, t, 3, 8))

@@ -155,3 +155,18 @@ def test_bad_cluster_flags_exit_2(tmp_path):
 
 def test_single_host_does_not_initialize():
   assert distributed.initialize(distributed.ClusterSpec()) is False
+
+
+def test_mesh_has_a_model_axis_and_batches_split_over_data():
+  from seqlab import sharding
+  mesh = sharding.make_mesh(8, model_parallel=2)
+  assert dict(mesh.shape) == {'data': 4, 'model': 2}
+  batch = {'inputs': np.arange(8 * 3, dtype=np.float32).reshape(8, 3)}
+  placed = sharding.place_batch(batch, mesh)['inputs']
+  np.testing.assert_array_equal(np.asarray(placed), batch['inputs'])
+  assert {s.data.shape for s in placed.addressable_shards} == {(2, 3)}  # 8 rows / 4
+  assert sharding.process_slice(8) == slice(0, 8)  # one process feeds every row
+  with pytest.raises(ValueError, match='not divisible by the 4 devices'):
+    sharding.check_batch_size(6, mesh)
+  with pytest.raises(ValueError, match='model_parallel=3'):
+    sharding.make_mesh(8, model_parallel=3)

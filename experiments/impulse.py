@@ -1,0 +1,34 @@
+"""Impulse responses (the IIR-filter view) of every model at initialisation, beside
+the gradient-norm-by-distance curve of the grad_flow study.
+
+  python launch.py --config=experiments/impulse.py
+  python launch.py --config=experiments/impulse.py --models=rnn,lstm,lru,mingru --seq_lens=512
+
+About 20 s on a 2-core CPU (6 models x T=256 x 2 seeds, forward passes only). A unit
+impulse in the embedded-input space at t=0, zeros after; r_t = ||h_t - h^0_t|| of the
+backbone output, normalised by r_0. Expect: lru decays slowly (|lambda| in
+[0.9, 0.999]: r_t ~ a mix of |lambda|^t), mingru as (1 - z)^t with z = sigmoid(bias)
+~ 0.5 at init (fast), the tanh RNN/GRU/LSTM geometrically, the transformer flat
+(every position attends to t=0). Output: runs/impulse/results.jsonl and
+runs/impulse/figures/impulse.{png,pdf}; panel (b) reads runs/grad_flow/results.jsonl
+(drawn only if that file exists: run experiments/grad_flow.py first).
+"""
+import ml_collections
+
+from experiments import grad_flow
+
+
+def get_config(arg: str = ''):
+  c = grad_flow.get_config()
+  c.study = 'impulse'
+  c.sweep.models = grad_flow.default_models()
+  c.sweep.seq_lens = [256]
+  c.sweep.seeds = [0, 1]
+  c.impulse = ml_collections.ConfigDict(dict(
+      directions=8,                                     # random unit impulses averaged
+      grad_flow_results='runs/grad_flow/results.jsonl'))  # panel (b); skipped if absent
+  if arg == 'long':
+    c.sweep.seq_lens = [2048]
+  elif arg:
+    raise ValueError(f'unknown impulse variant {arg!r}; allowed: long')
+  return c

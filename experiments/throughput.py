@@ -1,0 +1,53 @@
+"""Throughput: train-step and inference tokens/s, step time, compile time and peak
+memory of one layer of each model against sequence length T, with the baselines
+(flax LSTM, jax.nn.dot_product_attention; torch.nn.LSTM and torch SDPA when torch
+is installed: pip install -r requirements-bench.txt) measured in the same run.
+
+  python launch.py --config=experiments/throughput.py          # T = 64 .. 16384
+  python launch.py --config=experiments/throughput.py:quick    # T = 64, 256
+  python launch.py --config=experiments/throughput.py --models=lstm,lstm:fused,flax_lstm
+
+Batch 32, hidden 256, float32, 4 heads of 64. A point slower than
+bench.max_step_s per step is recorded as 'timeout' (likewise 'oom') and that model
+is not tried at longer T. Expect recurrent step time to grow as T (slope ~1) and
+attention's towards T^2, the fused LSTM faster than flax's, and the blocked attention
+the only attention whose memory stays linear in T. Output: runs/throughput/results.jsonl
+and runs/throughput/figures/throughput_{a,b,c}.{png,pdf}.
+"""
+import ml_collections
+
+# recurrent side, attention side, then baselines; lru/mingru join when registered
+MODEL_ORDER = ('rnn', 'gru', 'gru:fused', 'lstm', 'lstm:fused', 'lru', 'mingru',
+               'attention:einsum', 'attention:blocked', 'transformer',
+               'flax_lstm', 'torch_lstm', 'jax_attention', 'torch_sdpa')
+
+
+def default_models() -> list[str]:
+  from seqlab import benchmark, models
+  out = []
+  for m in MODEL_ORDER:
+    if m in ('lru', 'mingru'):
+      if m in models.MODELS:
+        out += benchmark.scan_variants(m)
+    else:
+      out.append(m)
+  return out
+
+
+def get_config(arg: str = ''):
+  c = ml_collections.ConfigDict()
+  c.study = 'throughput'
+  c.num_devices = 1
+  c.own_sweep_axes = True   # model names here are layers and baselines, checked by the runner
+  c.bench = ml_collections.ConfigDict(dict(hidden=256, heads=4, batch=32, steps=10, warmup=2,
+                                           max_step_s=4.0))
+  c.sweep = ml_collections.ConfigDict(dict(
+      models=default_models(), tasks=['none'], seeds=[0],
+      seq_lens=[64, 256, 1024, 4096, 16384]))
+  if arg == 'quick':
+    c.sweep.seq_lens = [64, 256]
+    c.bench.steps = 10
+    c.bench.warmup = 1
+  elif arg:
+    raise ValueError(f'unknown throughput variant {arg!r}; allowed: quick')
+  return c

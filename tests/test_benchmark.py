@@ -1,0 +1,75 @@
+"""The throughput harness: result fields, baseline ratios, slope and crossover maths,
+and the study end to end at tiny sizes (no timing thresholds: the machine is shared)."""
+import math
+
+import ml_collections
+import pytest
+
+from seqlab import benchmark, plots_throughput, sweep, writer
+
+TINY = benchmark.BenchConfig(hidden=8, heads=2, batch=2, steps=2, warmup=1, max_step_s=60)
+
+
+@pytest.mark.parametrize('name', ['lstm:fused', 'flax_lstm', 'attention:blocked'])
+def test_measure_fields(name):
+  r = benchmark.measure(name, TINY, 16, ceiling_flops=1e9)
+  assert r['status'] == 'ok'
+  for k in ('model', 'seq_len', 'batch', 'tokens_per_s_train', 'tokens_per_s_infer',
+            'step_ms', 'compile_s', 'peak_memory_bytes', 'flops_per_token', 'device'):
+    assert k in r
+  assert r['tokens_per_s_train'] == pytest.approx(2 * 16 / (r['step_ms'] / 1e3))
+  assert r['peak_memory_bytes'] is None or r['peak_memory_bytes'] > 0
+
+
+def test_timeout_is_recorded_not_raised():
+  r = benchmark.measure('lstm', benchmark.BenchConfig(hidden=8, batch=2, max_step_s=0.0), 8, 1e9)
+  assert r['status'] == 'timeout'
+
+
+def test_flops_per_token_analytic():
+  bc = benchmark.BenchConfig(hidden=4)
+  assert benchmark.flops_per_token('lstm', bc, 10) == 2 * (4 * 16 + 4 * 16)
+  # attention grows linearly in T: 2 T D for q k^T and p v, halved by the causal mask
+  d = benchmark.flops_per_token('attention:einsum', bc, 20) - \
+      benchmark.flops_per_token('attention:einsum', bc, 10)
+  assert d == 2.0 * 2 * 10 * 4 / 2
+
+
+def test_baseline_ratios():
+  rows = [dict(model='lstm', seq_len=8, batch=2, status='ok', tokens_per_s_train=30.0,
+               tokens_per_s_infer=10.0),
+          dict(model='flax_lstm', seq_len=8, batch=2, status='ok', tokens_per_s_train=20.0,
+               tokens_per_s_infer=40.0),
+          dict(model='flax_lstm', seq_len=16, batch=2, status='ok', tokens_per_s_train=1.0,
+               tokens_per_s_infer=1.0)]
+  benchmark.add_baseline_ratios(rows)
+  assert rows[0]['ratio_train_vs_flax_lstm'] == 1.5
+  assert rows[0]['ratio_infer_vs_flax_lstm'] == 0.25
+  assert 'ratio_train_vs_torch_lstm' not in rows[0]
+
+
+def test_slope_and_crossover():
+  pts = [(t, 3.0 * t ** 2) for t in (64, 256, 1024, 4096)]
+  assert plots_throughput.fitted_slope(pts) == pytest.approx(2.0)
+  rows = [dict(model='a', seq_len=t, status='ok', tokens_per_s_train=1e6 / t)
+          for t in (100, 1000)] + \
+         [dict(model='l', seq_len=t, status='ok', tokens_per_s_train=1e3) for t in (100, 1000)]
+  # a/l = 10 at T=100 and 1 at T=1000: log-linear interpolation puts the crossing at 1000
+  assert plots_throughput.crossover_t(rows, 'a', 'l') == pytest.approx(1000.0)
+
+
+def test_study_end_to_end(tmp_path):
+  from experiments import throughput
+  c = throughput.get_config('quick')
+  c.sweep.models = ['lstm:fused', 'flax_lstm', 'attention:blocked']
+  c.sweep.seq_lens = [8, 16]
+  c.bench = ml_collections.ConfigDict(dict(hidden=8, heads=2, batch=2, steps=2, warmup=1,
+                                           max_step_s=60.0))
+  rows = benchmark.run(c, str(tmp_path))
+  assert len(rows) == 6 and all(r['status'] == 'ok' for r in rows)
+  assert all('ratio_train_vs_flax_lstm' in r for r in rows)
+  assert (tmp_path / 'figures' / 'throughput_b.png').exists()
+  assert len(benchmark.run(c, str(tmp_path))) == 6     # finished points are not re-run
+  c.sweep.models = ['nope']
+  with pytest.raises(sweep.ConfigError, match='nope'):
+    benchmark.run(c, str(tmp_path))
