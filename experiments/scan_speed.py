@@ -40,8 +40,8 @@ def main(argv=None):
         print(f'T={seq_len} {name}: {r["status"]} {r.get("error", "")}', flush=True)
         continue
       lstm = rows['lstm'].get('tokens_per_s_train', float('nan'))
-      print(f'T={seq_len:>5} B={a.batch} H={a.hidden} {name:<18} train {r["tokens_per_s_train"]:>10,.0f}'
-            f' tok/s  step {r["step_ms"]:8.1f} ms  vs lstm x{r["tokens_per_s_train"] / lstm:.2f}',
+      print(f'T={seq_len:>5} B={a.batch} H={a.hidden} {name:<18} '
+            f'train {r["tokens_per_s_train"]:>10,.0f} tok/s  step {r["step_ms"]:8.1f} ms  vs lstm x{r["tokens_per_s_train"] / lstm:.2f}',
             flush=True)
 
 

@@ -15,9 +15,13 @@ Other data: --config.task.dataset=karpathy/tiny_shakespeare (a Hub id, needs the
 network), or --config.task.dataset= --config.task.path='data/*.csv'
 --config.task.text_column=review --config.task.label_column=sentiment.
 
-Measured on a shared 2-core CPU (200 steps, batch 16, hidden 64; see the README's
-"Real text" section for the numbers): charlm sweep above about 4 minutes, each
-model well below the unigram baseline of 4.6 bits/char.
+Measured on a shared 2-core CPU (defaults: 200 steps, batch 16, hidden 64, seed 0; held-out
+loss over 8 batches): the charlm command above took 4m55s wall; bits/char vs the unigram
+baseline 4.541: lstm 3.99 (T=128), 3.86 (T=512); transformer 3.69, 3.69. ListOps T=128
+(58 s): both models 0.148 accuracy vs majority 0.164 (at chance: 200 steps is far too few).
+textclf T=256 (80 s): lstm 0.359, transformer 0.273 vs majority
+0.306. With --config.train.steps=1000 (eval over 46 batches = 736 of 744 held-out rows)
+textclf lstm reaches 0.529 vs 0.306 (52 s); ListOps T=64 lstm 0.193 vs 0.169 (33 s).
 A final table prints bits/char vs the unigram entropy (charlm) and accuracy vs the
 majority class (textclf, listops).
 """

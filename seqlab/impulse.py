@@ -58,6 +58,8 @@ def _point_config(config, model: str, seq_len: int, seed: int):
 
 def run(config, workdir: str) -> list[dict]:
   """Every (model, T, seed) not yet in workdir/results.jsonl, then the figure."""
+  from absl import logging as absl_logging
+  absl_logging.set_verbosity(absl_logging.WARNING)  # matplotlib's PDF font subsetting logs at INFO
   sweep.validate(config)
   t0 = time.time()
   sw = config.sweep
@@ -106,7 +108,8 @@ def plot(rows: list[dict], grad_rows: list[dict], out_dir: str) -> list[str]:
     t_max = max(r['seq_len'] for r in mine)
     curves = np.array([r['impulse_response'] for r in mine if r['seq_len'] == t_max])
     ax.plot(np.arange(t_max), curves.mean(0), color=plot_style.color(model), label=model)
-  ax.set(yscale='log', xlabel='time t after the impulse', ylabel=r'$\|h_t - h^0_t\| / \|h_0 - h^0_0\|$',
+  ax.set(yscale='log', xlabel='time t after the impulse',
+         ylabel=r'$\|h_t - h^0_t\| / \|h_0 - h^0_0\|$',
          title='(a) impulse response at initialisation')
   ax.legend()
   if grad_rows:

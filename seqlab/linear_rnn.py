@@ -131,7 +131,9 @@ class MinGRULayer(nnx.Module):
 
 
 class LinearRecurrentBackbone(nnx.Module):
-  """`layers` LRU or minGRU blocks, then a final LayerNorm; causal by construction."""
+  """`layers` LRU or minGRU residual blocks; causal by construction. No final norm, like
+  the cell stacks: a LayerNorm after the residual stream is scale-invariant, so it
+  would report a decayed echo of an impulse as undecayed (seqlab.impulse)."""
   is_recurrent = True
 
   def __init__(self, cfg, rngs: nnx.Rngs):
@@ -144,10 +146,9 @@ class LinearRecurrentBackbone(nnx.Module):
     else:
       make = lambda: MinGRULayer(cfg.hidden, cfg.hidden, rngs=rngs, scan_impl=cfg.scan_impl)
     self.layers = nnx.List([make() for _ in range(cfg.layers)])
-    self.norm = nnx.LayerNorm(cfg.hidden, rngs=rngs)
 
   def __call__(self, e_BxTxD: Array, causal: bool = True, states0=None) -> Array:
     h = e_BxTxD
     for i, layer in enumerate(self.layers):
       h = layer(h, None if states0 is None else states0[i])
-    return self.norm(h)
+    return h

@@ -80,6 +80,7 @@ def test_two_tasks_in_one_workdir_is_a_config_error(tmp_path):
   c = tiny_config()
   with c.unlocked():
     c.sweep.tasks = ['recall', 'kback']
+    c.sweep.seq_lens = [32]  # long enough for kback's 16-step lag
   with pytest.raises(sweep.ConfigError, match='one task per workdir'):
     grad_flow.run(c, str(tmp_path))
   assert not os.path.exists(tmp_path / 'results.jsonl')

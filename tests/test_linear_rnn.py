@@ -82,9 +82,9 @@ def test_lru_eigenvalues_start_in_the_ring_and_gamma_normalises():
   np.testing.assert_allclose(np.exp(layer.gamma_log[...]), np.sqrt(1 - r ** 2), rtol=1e-5)
 
 
-@pytest.mark.parametrize('scan_impl', ['sequential', 'parallel'])
-@pytest.mark.parametrize('name', ['lru', 'mingru'])
+@pytest.mark.parametrize('name,scan_impl', [('lru', 'parallel'), ('mingru', 'sequential')])
 def test_one_training_step(name, scan_impl, tmp_path):
+  """Each model and each scan once through the one training loop."""
   c = tiny_config(name, 'adding', seq_len=20, steps=1)
   with c.unlocked():
     c.model.scan_impl = scan_impl
@@ -95,3 +95,13 @@ def test_one_training_step(name, scan_impl, tmp_path):
 def test_bad_scan_impl_names_the_allowed_values():
   with pytest.raises(ValueError, match="'fast'.*sequential, parallel"):
     models.build(models.ModelConfig(name='lru', hidden=4, scan_impl='fast'), 0)
+
+
+@pytest.mark.parametrize('name', ['lru', 'mingru'])
+def test_shapes_and_param_budget(name):
+  for readout, shape in [('per_step', (2, 11, 3)), ('last', (2, 3))]:
+    cfg = models.ModelConfig(name=name, hidden=8, vocab_size=6, num_outputs=3, readout=readout)
+    assert models.build(cfg, 0)(jnp.zeros((2, 11), jnp.int32)).shape == shape
+  base = models.ModelConfig(name=name, vocab_size=10, num_outputs=10, layers=2)
+  sized = models.size_to_budget(base, 40_000)
+  assert abs(models.num_params(sized) - 40_000) / 40_000 < 0.10
