@@ -28,8 +28,8 @@ def get_config(arg: str = ''):
   c.impulse = ml_collections.ConfigDict(dict(
       directions=8,                                     # random unit impulses averaged
       grad_flow_results='runs/grad_flow/results.jsonl'))  # panel (b); skipped if absent
-  if arg == 'long':
+  if arg in ('long', 'full'):
     c.sweep.seq_lens = [2048]
-  elif arg:
-    raise ValueError(f'unknown impulse variant {arg!r}; allowed: long')
+  elif arg not in ('', 'quick'):
+    raise ValueError(f'unknown impulse variant {arg!r}; allowed: quick, long, full')
   return c

@@ -59,6 +59,9 @@ def get_config(arg: str = ''):
     c.train.log_every = 250
     c.sweep.tasks = ['charlm', 'textclf', 'listops']
     c.sweep.seq_lens = [256, 1024, 2000]
+  elif arg == 'quick':  # part of experiments/report.py:quick
+    c.sweep.tasks = ['charlm', 'listops']
+    c.sweep.seq_lens = [128]
   elif arg:
-    raise ValueError(f'unknown text variant {arg!r}; allowed: full')
+    raise ValueError(f'unknown text variant {arg!r}; allowed: quick, full')
   return c

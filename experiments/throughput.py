@@ -48,6 +48,6 @@ def get_config(arg: str = ''):
     c.sweep.seq_lens = [64, 256]
     c.bench.steps = 10
     c.bench.warmup = 1
-  elif arg:
-    raise ValueError(f'unknown throughput variant {arg!r}; allowed: quick')
+  elif arg not in ('', 'full'):
+    raise ValueError(f'unknown throughput variant {arg!r}; allowed: quick, full')
   return c

@@ -23,6 +23,7 @@ that restores and says what it skipped and why.
 from __future__ import annotations
 
 import os
+import shutil
 import sys
 
 import logging
@@ -67,7 +68,20 @@ class CheckpointManager:
     options = ocp.CheckpointManagerOptions(
         preservation_policy=policy, cleanup_tmp_directories=True,
         enable_async_checkpointing=False, create=True)
+    self._remove_partial_saves()
     self._mgr = ocp.CheckpointManager(self.directory, options=options)
+
+  def _remove_partial_saves(self) -> None:
+    """Deletes folders a killed save left half-written (orbax names them
+    '<step>.orbax-checkpoint-tmp-*'). orbax's own cleanup_tmp_directories did not
+    remove them reliably (it depends on process-global state), so do it here."""
+    if jax.process_index() != 0 or not os.path.isdir(self.directory):
+      return
+    for name in sorted(os.listdir(self.directory)):
+      if '.orbax-checkpoint-tmp' in name:
+        shutil.rmtree(os.path.join(self.directory, name), ignore_errors=True)
+        self._log(f'removed a partially written checkpoint {name} in {self.directory}',
+                  file=sys.stderr)
 
   def should_save(self, step: int) -> bool:
     return self.every > 0 and step % self.every == 0

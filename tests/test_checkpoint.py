@@ -63,5 +63,6 @@ def test_damaged_latest_falls_back_and_tmp_dirs_are_removed(tmp_path):
   state, step = ckpt.restore_latest(checkpoint.abstract(_state(mesh)))
   assert step == 1
   np.testing.assert_array_equal(state['params']['w'], np.arange(16.0))
-  assert len(notes) == 1 and 'step 2' in notes[0]
+  assert 'removed a partially written checkpoint 3.orbax-checkpoint-tmp-123' in notes[0]
+  assert len(notes) == 2 and 'step 2' in notes[1]
   ckpt.close()
