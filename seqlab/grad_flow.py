@@ -38,18 +38,22 @@ def _point_config(config, model: str, seq_len: int, rho: float | None = None):
 
 def measure_seeds(cfg: models.ModelConfig, task: tasks.Task, seeds, seq_len: int,
                   batch_size: int, params_S=None) -> dict:
-  """Diagnostics for every seed in one jitted, vmapped call. With params_S None the
-  models are initialised inside the call (seed s -> nnx.Rngs(params=s)); otherwise
-  params_S holds trained parameters stacked over seeds."""
+  """Diagnostics for every seed in one jitted, vmapped call (one compile for all
+  seeds). With params_S None each seed's model is initialised eagerly, outside jit
+  (seed s -> nnx.Rngs(params=s), as models.build), and the params are stacked;
+  otherwise params_S holds trained parameters stacked over seeds. Initialising inside
+  the jitted vmap (orthogonal init = LAPACK QR per gate block) deadlocked XLA's CPU
+  runtime intermittently on this 2-core machine (jaxlib 0.10.2), so it stays outside."""
   abstract = nnx.eval_shape(lambda: models.SequenceModel(cfg, nnx.Rngs(0)))
   graphdef, _ = nnx.split(abstract, nnx.Param)
   batch_S = {k: jnp.stack([jnp.asarray(task.batch(s, 0, batch_size, seq_len, tasks.EVAL)[k])
                            for s in seeds]) for k in task.batch(0, 0, 1, seq_len)}
   keys_S = jnp.stack([jax.random.key(int(s)) for s in seeds])
+  if params_S is None:
+    params_S = jax.tree.map(lambda *a: jnp.stack(a), *[
+        nnx.split(models.build(cfg, int(s)), nnx.Param)[1] for s in seeds])
 
   def one(key, params, batch):
-    if params is None:
-      params = nnx.split(models.SequenceModel(cfg, nnx.Rngs(params=key)), nnx.Param)[1]
     model = nnx.merge(graphdef, params)
     out = {'grad': diagnostics.model_input_grad_norms(model, batch, task), 'params': params}
     layers = diagnostics.recurrent_layers(model)
@@ -58,11 +62,7 @@ def measure_seeds(cfg: models.ModelConfig, task: tasks.Task, seeds, seq_len: int
           layers[0], model.embed_inputs(batch['inputs']), jax.random.fold_in(key, 1))
     return out
 
-  if params_S is None:
-    fn = jax.jit(jax.vmap(lambda k, b: one(k, None, b)))
-    out = fn(keys_S, batch_S)
-  else:
-    out = jax.jit(jax.vmap(one))(keys_S, params_S, batch_S)
+  out = jax.jit(jax.vmap(one))(keys_S, params_S, batch_S)
   out = jax.device_get(out)
   out['graphdef'] = graphdef
   return out
