@@ -110,14 +110,21 @@ def draw_throughput(workdir: str) -> dict:
       lines.append(f'| {r["model"]} | {r["seq_len"]} | {r.get("status")} | | | | | | | |')
       continue
     f = lambda k, spec='.3g': '' if r.get(k) is None else format(r[k], spec)
+    mb = '' if r.get('peak_memory_bytes') is None else f'{r["peak_memory_bytes"] / 2**20:.0f}'
     lines.append(f'| {r["model"]} | {r["seq_len"]} | {f("tokens_per_s_train", ",.0f")} | '
                  f'{f("tokens_per_s_infer", ",.0f")} | {f("step_ms", ".1f")} | '
-                 f'{f("compile_s", ".2f")} | {r["peak_memory_bytes"] / 2**20:.0f} | '
+                 f'{f("compile_s", ".2f")} | '
+                 f'{mb} | '
                  f'{f("ratio_train_vs_flax_lstm", ".2f")} | {f("ratio_train_vs_torch_lstm", ".2f")} | '
                  f'{f("ratio_train_vs_torch_sdpa", ".2f")} |')
   claims = []
   steps = plots_throughput._series(ok, 'step_ms')
-  slopes = {m: plots_throughput.fitted_slope(p) for m, p in steps.items() if len(p) >= 2}
+  def slope(p):  # the long-T half when there are enough points, else all of them
+    if len(p) >= 4:
+      return plots_throughput.fitted_slope(p)
+    return float(np.polyfit(np.log([t for t, _ in p]), np.log([y for _, y in p]), 1)[0])
+
+  slopes = {m: slope(p) for m, p in steps.items() if len(p) >= 2}
   rec = {m: v for m, v in slopes.items() if m.split(':')[0] in ('rnn', 'lstm', 'gru')}
   att = {m: v for m, v in slopes.items() if m.startswith('attention')}
   if rec and att:
@@ -127,7 +134,7 @@ def draw_throughput(workdir: str) -> dict:
         f'{"supported" if max(att.values()) > max(rec.values()) else "not supported"} over '
         f'T = {", ".join(str(t) for t in sorted({r["seq_len"] for r in ok}))}: slopes ' +
         ', '.join(f'{m} {v:.2f}' for m, v in {**rec, **att}.items()) +
-        '. At short T both are dominated by fixed costs, so slopes stay below 1 and 2.'))
+        '.'))
   fused = {r['seq_len']: r.get('ratio_train_vs_flax_lstm') for r in ok
            if r['model'] == 'lstm:fused' and r.get('ratio_train_vs_flax_lstm')}
   if fused:
@@ -264,7 +271,7 @@ def write_report(config, workdir, drawn, timings) -> tuple[str, str]:
   md += ['## Claims at a glance', '', '| study | claim | verdict |', '|---|---|---|']
   for name, title, exp, d in drawn:
     for claim, verdict in d['claims']:
-      md.append(f'| {title} | {claim} | {verdict} |')
+      md.append(f'| {title} | {_cell(claim)} | {_cell(verdict)} |')
   md.append('')
   for name, title, exp, d in drawn:
     md += [f'## {title}', '', 'Command for this study alone:', '', '```bash',
@@ -289,6 +296,11 @@ def write_report(config, workdir, drawn, timings) -> tuple[str, str]:
   writer.write_text_atomic(md_path, text)
   writer.write_text_atomic(html_path, markdown_to_html(text, workdir))
   return md_path, html_path
+
+
+def _cell(text: str) -> str:
+  """A pipe-table cell: norms such as ||dL/dx_1|| must not end the cell."""
+  return text.replace('|', '\\|')
 
 
 def _caption(fig: str, d: dict) -> str:
@@ -332,7 +344,8 @@ def markdown_to_html(text: str, base: str) -> str:
     elif line.startswith('|'):
       rows = []
       while i < len(lines) and lines[i].startswith('|'):
-        rows.append([c.strip() for c in lines[i].strip('|').split('|')])
+        cells_ = re.split(r'(?<!\\)\|', lines[i].strip()[1:-1])
+        rows.append([c.strip().replace('\\|', '|') for c in cells_])
         i += 1
       body = ''.join('<tr>' + ''.join(f'<td>{inline(c)}</td>' for c in r) + '</tr>'
                      for r in rows[2:])
@@ -354,7 +367,7 @@ def markdown_to_html(text: str, base: str) -> str:
     i += 1
   style = ('body{font-family:Helvetica,Arial,sans-serif;max-width:900px;margin:2em auto;'
            'padding:0 1em;line-height:1.45;color:#222}img{max-width:100%;border:1px solid #eee}'
-           'table{border-collapse:collapse;margin:1em 0;font-size:0.9em}'
+           'table{border-collapse:collapse;margin:1em 0;font-size:0.9em;width:100%}'
            'td,th{border:1px solid #ccc;padding:3px 7px;text-align:left;vertical-align:top}'
            'th{background:#f3f3f3}pre{background:#f6f6f6;padding:0.7em;overflow-x:auto}'
            'figure{margin:1em 0}h2{border-bottom:1px solid #ddd;padding-bottom:0.2em}')

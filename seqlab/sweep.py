@@ -144,8 +144,11 @@ def open_workdir(config, workdir: str, override: bool = False) -> None:
     except (OSError, ValueError):
       old = None  # unreadable (torn by a crash): rewritten below
     if old is not None:
-      diffs = _config_diffs({k: v for k, v in old.items() if k != 'sweep'},
-                            {k: v for k, v in new.items() if k != 'sweep'})
+      # The sweep axes may change, and so may what a run does rather than what it
+      # computes (the report's redraw_only and sections).
+      free = ('sweep', 'redraw_only', 'sections')
+      diffs = _config_diffs({k: v for k, v in old.items() if k not in free},
+                            {k: v for k, v in new.items() if k not in free})
       if diffs:
         raise ConfigError(f'workdir {workdir} was made with a different config '
                           f'({"; ".join(diffs[:3])}); use a new --workdir, or pass '
