@@ -73,7 +73,10 @@ def table_markdown(rows: list[dict]) -> str:
       solved = sum(r['solved'] for r in rs)
       div = sum(r['diverged'] for r in rs)
       txt = (f'{np.mean(losses):.3g} ± {np.std(losses):.2g}' if losses else 'diverged')
-      txt += f' ({solved}/{len(rs)} solved' + (f', {div} diverged)' if div else ')')
+      steps = [r['steps_to_solve'] for r in rs if r.get('steps_to_solve') is not None]
+      txt += f' ({solved}/{len(rs)} solved'
+      txt += f' in ~{int(np.median(steps))} steps' if steps else ''
+      txt += f', {div} diverged)' if div else ')'
       cells.append(txt)
     lines.append(f'| {task} | {t} | {chance:.3g} | ' + ' | '.join(cells) + ' |')
   return '\n'.join(lines)

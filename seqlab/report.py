@@ -228,6 +228,11 @@ def run(config, workdir: str) -> dict:
       print(f'== report: running {name} ({exp}.py:{config.scale}) ==', flush=True)
       sweep.study_fn(sub.get('study', 'train'))(sub, os.path.join(workdir, name))
       timings[name] = time.time() - t0
+  # wall times survive a redraw: the last run's time per study, kept beside the report
+  path = os.path.join(workdir, 'timings.json')
+  timings = {**(writer.read_json(path) if os.path.exists(path) else {}), **timings}
+  if timings and writer.is_writer():
+    writer.write_json(path, timings)
   drawn = []
   for name, title, exp, draw in sections:
     sub_dir = os.path.join(workdir, name)
@@ -277,7 +282,7 @@ def write_report(config, workdir, drawn, timings) -> tuple[str, str]:
     md += [f'## {title}', '', 'Command for this study alone:', '', '```bash',
            command_for(exp, config.scale, workdir), '```', '']
     if name in timings:
-      md += [f'Ran in {timings[name]:.0f} s in this report run.', '']
+      md += [f'Ran in {timings[name]:.0f} s (wall) the last time it was run.', '']
     for claim, verdict in d['claims']:
       md += [f'- **Claim.** {claim}', f'  **Verdict.** {verdict}']
     md.append('')

@@ -42,7 +42,7 @@ def test_table_has_mean_std_and_solved_counts(tmp_path):
   table = plots_long_range.table_markdown(plots_long_range.annotate(str(tmp_path)))
   assert '| adding | 50 | 0.167 |' in table
   assert '0.165 ± 0.005 (0/2 solved)' in table
-  assert '0.0015 ± 0.0005 (2/2 solved)' in table
+  assert '0.0015 ± 0.0005 (2/2 solved in ~2 steps)' in table
   assert '1 diverged' in table
 
 
