@@ -27,16 +27,16 @@ majority class (textclf, listops).
 """
 import ml_collections
 
+from experiments import long_range
+
 
 def get_config(arg: str = ''):
   c = ml_collections.ConfigDict()
   c.study = 'text'
   c.seed = 0
   c.num_devices = 0                     # 0: every device jax sees
-  c.model = ml_collections.ConfigDict(dict(
-      name='lstm', hidden=64, layers=1, param_budget=0, recurrent_init='orthogonal',
-      spectral_radius=1.0, forget_bias=1.0, unroll=1, heads=4, mlp_ratio=4,
-      positions='sinusoidal', pool='cls', attention_impl='einsum'))
+  c.model = long_range.get_config().model   # the same model options as every study
+  c.model.hidden = 64
   c.task = ml_collections.ConfigDict(dict(
       name='charlm', seq_len=128,
       dataset='stdlib',                 # 'stdlib' (offline), a Hub id, or '' to read `path`
