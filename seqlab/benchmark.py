@@ -18,14 +18,12 @@ block_until_ready; compile time is jit(...).lower(...).compile() timed alone.
 from __future__ import annotations
 
 import dataclasses
-import math
 import os
 import statistics
 import time
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 import optax
 from flax import nnx
 

@@ -10,12 +10,10 @@ runs the step over time and `jax.vmap` runs it over the batch at the call site.
 """
 from __future__ import annotations
 
-import dataclasses
-from typing import Any, Callable, NamedTuple
+from typing import Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 from flax import nnx
 
 Array = jax.Array

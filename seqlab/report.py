@@ -12,7 +12,6 @@ report in seconds without training anything.
 from __future__ import annotations
 
 import base64
-import copy
 import datetime
 import html
 import importlib
@@ -21,7 +20,6 @@ import math
 import os
 import platform
 import re
-import sys
 import time
 from collections import defaultdict
 
