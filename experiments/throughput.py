@@ -39,7 +39,7 @@ def get_config(arg: str = ''):
   c.study = 'throughput'
   c.num_devices = 1
   c.own_sweep_axes = True   # model names here are layers and baselines, checked by the runner
-  c.bench = ml_collections.ConfigDict(dict(hidden=256, heads=4, batch=32, steps=10, warmup=2,
+  c.bench = ml_collections.ConfigDict(dict(hidden=256, heads=4, batch=32, steps=10, warmup=2, unroll=4,
                                            max_step_s=4.0))
   c.sweep = ml_collections.ConfigDict(dict(
       models=default_models(), tasks=['none'], seeds=[0],

@@ -41,12 +41,13 @@ class BenchConfig:
   steps: int = 10            # timed steps (median)
   warmup: int = 2            # untimed steps after compile
   max_step_s: float = 5.0    # a warm-up step slower than this records 'timeout'
+  unroll: int = 4            # lax.scan unroll of every recurrent layer, flax's included
 
 
 # ------------------------------------------------------------------------------ layers
 class _FlaxLSTM(nnx.Module):
-  def __init__(self, d, rngs):
-    self.rnn = nnx.RNN(nnx.OptimizedLSTMCell(d, d, rngs=rngs))
+  def __init__(self, d, unroll, rngs):
+    self.rnn = nnx.RNN(nnx.OptimizedLSTMCell(d, d, rngs=rngs), unroll=unroll)
 
   def __call__(self, e):
     zeros_BxH = jnp.zeros((e.shape[0], self.rnn.cell.hidden_features), e.dtype)
@@ -72,7 +73,7 @@ class _Block(nnx.Module):
 def build_layer(name: str, bc: BenchConfig) -> nnx.Module:
   rngs = nnx.Rngs(0)
   if name == 'flax_lstm':
-    return _FlaxLSTM(bc.hidden, rngs)
+    return _FlaxLSTM(bc.hidden, bc.unroll, rngs)
   if name == 'jax_attention':
     return _Attention(bc.hidden, bc.heads, 'jax', rngs)
   if name.startswith('attention:'):
@@ -85,7 +86,7 @@ def build_layer(name: str, bc: BenchConfig) -> nnx.Module:
     kw['recurrent_impl'] = 'fused'
   elif variant:  # another helper's ModelConfig field selecting a scan, e.g. 'lru:parallel'
     kw[_scan_field()] = variant
-  cfg = models.ModelConfig(name=base, hidden=bc.hidden, **kw)
+  cfg = models.ModelConfig(name=base, hidden=bc.hidden, unroll=bc.unroll, **kw)
   return models.MODELS[base](cfg, rngs)
 
 

@@ -127,9 +127,6 @@ class RecurrentLayer(nnx.Module):
     if state0 is None:
       state0 = jax.vmap(lambda _: cell.zero_state(self.hidden, xw_BxTxG.dtype))(jnp.arange(b))
     p = self.step_params()
-    if self.impl == 'fused':
-      from seqlab import fast_rnn
-      return fast_rnn.fused_scan(self.cell_name, p['w_hh'], xw_BxTxG, state0, self.unroll)
     step_B = jax.vmap(cell.step, in_axes=(None, 0, 0))
 
     def body(state, xw_BxG):
@@ -141,6 +138,13 @@ class RecurrentLayer(nnx.Module):
     return jnp.swapaxes(h_TxBxH, 0, 1), state_T
 
   def __call__(self, x_BxTxD: Array, state0=None):
+    if self.impl == 'fused':
+      from seqlab import fast_rnn
+      if state0 is None:
+        zero = CELLS[self.cell_name].zero_state(self.hidden, x_BxTxD.dtype)
+        state0 = jax.tree.map(lambda z: jnp.broadcast_to(z, (x_BxTxD.shape[0],) + z.shape), zero)
+      return fast_rnn.fused_layer(self.cell_name, self.w_ih[...], self.b[...], self.w_hh[...],
+                                  x_BxTxD, state0, self.unroll)
     return self.scan(self.project(x_BxTxD), state0)
 
 

@@ -9,8 +9,9 @@ gradients (dh, dc) and emits the gate gradients dA_t [B, G]; the weight gradient
 then formed after the scan as one large matrix product over all steps,
 dW_hh = sum_t h_{t-1}^T dA_t = H_prev[TB, H]^T @ dA[TB, G] (the cuDNN recipe,
 Appleyard et al. 2016), instead of T small [H, B] x [B, G] products inside the loop.
-The input projection xw = x W_ih + b is hoisted outside (cells.RecurrentLayer.project),
-so its gradient is also one matrix product done by JAX.
+The input projection x W_ih is hoisted out of the loop: for the LSTM it is inside the
+custom VJP, so dW_ih is also one product over all steps and dx one more (which XLA
+drops when x is data); for the GRU it is done by JAX before the scan.
 """
 from __future__ import annotations
 
@@ -25,36 +26,50 @@ FAST_CELLS = ('lstm', 'gru')
 
 
 # ------------------------------------------------------------------------------- LSTM
-def _lstm_forward(w_hh_HxG, xw_TxBxG, h0_BxH, c0_BxH, unroll):
+def _lstm_gate_affine(hdim: int, dtype):
+  """(scale, shift) with act = tanh(a * scale) * scale + shift per gate column: sigmoid
+  for i, f, o (sigmoid(z) = tanh(z / 2) / 2 + 1 / 2) and tanh for g. One transcendental
+  over the whole [B, G] row instead of four split ones: XLA:CPU vectorises the former
+  but emitted scalar code for the split sigmoid/tanh mix in a scan body (3x slower)."""
+  half, one, zero = (jnp.full((hdim,), v, dtype) for v in (0.5, 1.0, 0.0))
+  return (jnp.concatenate([half, half, one, half]), jnp.concatenate([half, half, zero, half]))
+
+
+def _lstm_forward(w_ih_DxG, b_G, w_hh_HxG, x_TxBxD, h0_BxH, c0_BxH, unroll):
+  scale_G, shift_G = _lstm_gate_affine(w_hh_HxG.shape[0], x_TxBxD.dtype)
+  xw_TxBxG = x_TxBxD @ w_ih_DxG   # hoisted input projection; the bias is added in the step
+
   def body(hc, xw_BxG):
     h_BxH, c_BxH = hc
-    a_BxG = xw_BxG + h_BxH @ w_hh_HxG
-    i, f, g, o = jnp.split(a_BxG, 4, axis=-1)   # gates in flax's order i, f, g, o
-    i, f, o = jax.nn.sigmoid(i), jax.nn.sigmoid(f), jax.nn.sigmoid(o)
-    g = jnp.tanh(g)
+    a_BxG = xw_BxG + h_BxH @ w_hh_HxG + b_G
+    act_BxG = jnp.tanh(a_BxG * scale_G) * scale_G + shift_G   # gates i, f, g, o (flax order)
+    i, f, g, o = jnp.split(act_BxG, 4, axis=-1)
     c_BxH = f * c_BxH + i * g
     h_BxH = o * jnp.tanh(c_BxH)
-    return (h_BxH, c_BxH), (h_BxH, c_BxH, jnp.concatenate([i, f, g, o], axis=-1))
+    return (h_BxH, c_BxH), (h_BxH, c_BxH, act_BxG)
   (h_T, c_T), (h_TxBxH, c_TxBxH, act_TxBxG) = jax.lax.scan(
       body, (h0_BxH, c0_BxH), xw_TxBxG, unroll=unroll)
   return h_TxBxH, c_TxBxH, act_TxBxG, h_T, c_T
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(4,))
-def lstm_scan(w_hh_HxG, xw_TxBxG, h0_BxH, c0_BxH, unroll=1):
-  """Time-major LSTM scan: returns (h_TxBxH, h_T, c_T); equal to cells.lstm_step scanned."""
-  h_TxBxH, _, _, h_T, c_T = _lstm_forward(w_hh_HxG, xw_TxBxG, h0_BxH, c0_BxH, unroll)
+@functools.partial(jax.custom_vjp, nondiff_argnums=(6,))
+def lstm_layer(w_ih_DxG, b_G, w_hh_HxG, x_TxBxD, h0_BxH, c0_BxH, unroll=1):
+  """Time-major LSTM layer (input projection included): returns (h_TxBxH, h_T, c_T);
+  equal to cells.RecurrentLayer('lstm') with impl='scan'."""
+  h_TxBxH, _, _, h_T, c_T = _lstm_forward(w_ih_DxG, b_G, w_hh_HxG, x_TxBxD, h0_BxH, c0_BxH,
+                                          unroll)
   return h_TxBxH, h_T, c_T
 
 
-def _lstm_fwd(w_hh_HxG, xw_TxBxG, h0_BxH, c0_BxH, unroll):
-  h_TxBxH, c_TxBxH, act_TxBxG, h_T, c_T = _lstm_forward(w_hh_HxG, xw_TxBxG, h0_BxH, c0_BxH,
-                                                        unroll)
-  return (h_TxBxH, h_T, c_T), (w_hh_HxG, h0_BxH, c0_BxH, h_TxBxH, c_TxBxH, act_TxBxG)
+def _lstm_fwd(w_ih_DxG, b_G, w_hh_HxG, x_TxBxD, h0_BxH, c0_BxH, unroll):
+  h_TxBxH, c_TxBxH, act_TxBxG, h_T, c_T = _lstm_forward(
+      w_ih_DxG, b_G, w_hh_HxG, x_TxBxD, h0_BxH, c0_BxH, unroll)
+  res = (w_ih_DxG, w_hh_HxG, x_TxBxD, h0_BxH, c0_BxH, h_TxBxH, c_TxBxH, act_TxBxG)
+  return (h_TxBxH, h_T, c_T), res
 
 
 def _lstm_bwd(unroll, res, cts):
-  w_hh_HxG, h0_BxH, c0_BxH, h_TxBxH, c_TxBxH, act_TxBxG = res
+  w_ih_DxG, w_hh_HxG, x_TxBxD, h0_BxH, c0_BxH, h_TxBxH, c_TxBxH, act_TxBxG = res
   dh_TxBxH, dh_T, dc_T = cts
   c_prev_TxBxH = jnp.concatenate([c0_BxH[None], c_TxBxH[:-1]], axis=0)
   w_hh_GxH = w_hh_HxG.T
@@ -75,14 +90,18 @@ def _lstm_bwd(unroll, res, cts):
   (dh0_BxH, dc0_BxH), da_TxBxG = jax.lax.scan(
       body, (dh_T, dc_T), (dh_TxBxH, c_TxBxH, c_prev_TxBxH, act_TxBxG),
       reverse=True, unroll=unroll)
-  h_prev_TxBxH = jnp.concatenate([h0_BxH[None], h_TxBxH[:-1]], axis=0)
+  t, b, d = x_TxBxD.shape
   hdim, gdim = w_hh_HxG.shape
-  # One [H, TB] x [TB, G] product for the weight gradient of every step at once.
-  dw_HxG = h_prev_TxBxH.reshape(-1, hdim).T @ da_TxBxG.reshape(-1, gdim)
-  return dw_HxG, da_TxBxG, dh0_BxH, dc0_BxH
+  da_NxG = da_TxBxG.reshape(-1, gdim)                  # N = T B
+  h_prev_NxH = jnp.concatenate([h0_BxH[None], h_TxBxH[:-1]], axis=0).reshape(-1, hdim)
+  # Weight gradients of every step at once: [H, N] x [N, G] and [D, N] x [N, G].
+  dw_hh_HxG = h_prev_NxH.T @ da_NxG
+  dw_ih_DxG = x_TxBxD.reshape(-1, d).T @ da_NxG
+  dx_TxBxD = (da_NxG @ w_ih_DxG.T).reshape(t, b, d)   # dropped by XLA when x is data
+  return dw_ih_DxG, da_NxG.sum(0), dw_hh_HxG, dx_TxBxD, dh0_BxH, dc0_BxH
 
 
-lstm_scan.defvjp(_lstm_fwd, _lstm_bwd)
+lstm_layer.defvjp(_lstm_fwd, _lstm_bwd)
 
 
 # -------------------------------------------------------------------------------- GRU
@@ -139,16 +158,17 @@ gru_scan.defvjp(_gru_fwd, _gru_bwd)
 
 
 # ------------------------------------------------------------------------- dispatcher
-def fused_scan(cell: str, w_hh_HxG: Array, xw_BxTxG: Array, state0, unroll: int = 1):
-  """Batch-major entry used by cells.RecurrentLayer when recurrent_impl='fused'.
-
-  state0: the cell's batched state (lstm: (h, c), gru: h). Returns (h_BxTxH, state_T).
-  """
-  xw_TxBxG = jnp.swapaxes(xw_BxTxG, 0, 1)
+def fused_layer(cell: str, w_ih_DxG: Array, b_G: Array, w_hh_HxG: Array, x_BxTxD: Array,
+                state0, unroll: int = 1):
+  """Batch-major entry used by cells.RecurrentLayer when impl='fused': the whole layer
+  (input projection and scan). state0: the cell's batched state (lstm: (h, c), gru: h).
+  Returns (h_BxTxH, state_T)."""
+  x_TxBxD = jnp.swapaxes(x_BxTxD, 0, 1)
   if cell == 'lstm':
-    h_TxBxH, h_T, c_T = lstm_scan(w_hh_HxG, xw_TxBxG, state0[0], state0[1], unroll)
+    h_TxBxH, h_T, c_T = lstm_layer(w_ih_DxG, b_G, w_hh_HxG, x_TxBxD, state0[0], state0[1],
+                                   unroll)
     return jnp.swapaxes(h_TxBxH, 0, 1), (h_T, c_T)
   if cell == 'gru':
-    h_TxBxH, h_T = gru_scan(w_hh_HxG, xw_TxBxG, state0, unroll)
+    h_TxBxH, h_T = gru_scan(w_hh_HxG, x_TxBxD @ w_ih_DxG + b_G, state0, unroll)
     return jnp.swapaxes(h_TxBxH, 0, 1), h_T
-  raise ValueError(f'no fused scan for cell {cell!r}; allowed: {", ".join(FAST_CELLS)}')
+  raise ValueError(f'no fused layer for cell {cell!r}; allowed: {", ".join(FAST_CELLS)}')
