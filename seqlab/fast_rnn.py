@@ -46,10 +46,12 @@ def _lstm_forward(w_ih_DxG, b_G, w_hh_HxG, x_TxBxD, h0_BxH, c0_BxH, unroll):
     i, f, g, o = jnp.split(act_BxG, 4, axis=-1)
     c_BxH = f * c_BxH + i * g
     h_BxH = o * jnp.tanh(c_BxH)
-    return (h_BxH, c_BxH), (h_BxH, c_BxH, act_BxG)
-  (h_T, c_T), (h_TxBxH, c_TxBxH, act_TxBxG) = jax.lax.scan(
+    # gates stacked as four [T, B, H] arrays, not one [T, B, G]: the backward step then
+    # reads whole arrays, and XLA:CPU vectorises it (slices of a dynamic slice it did not)
+    return (h_BxH, c_BxH), (h_BxH, c_BxH, (i, f, g, o))
+  (h_T, c_T), (h_TxBxH, c_TxBxH, gates) = jax.lax.scan(
       body, (h0_BxH, c0_BxH), xw_TxBxG, unroll=unroll)
-  return h_TxBxH, c_TxBxH, act_TxBxG, h_T, c_T
+  return h_TxBxH, c_TxBxH, gates, h_T, c_T
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(6,))
@@ -62,22 +64,21 @@ def lstm_layer(w_ih_DxG, b_G, w_hh_HxG, x_TxBxD, h0_BxH, c0_BxH, unroll=1):
 
 
 def _lstm_fwd(w_ih_DxG, b_G, w_hh_HxG, x_TxBxD, h0_BxH, c0_BxH, unroll):
-  h_TxBxH, c_TxBxH, act_TxBxG, h_T, c_T = _lstm_forward(
+  h_TxBxH, c_TxBxH, gates, h_T, c_T = _lstm_forward(
       w_ih_DxG, b_G, w_hh_HxG, x_TxBxD, h0_BxH, c0_BxH, unroll)
-  res = (w_ih_DxG, w_hh_HxG, x_TxBxD, h0_BxH, c0_BxH, h_TxBxH, c_TxBxH, act_TxBxG)
+  res = (w_ih_DxG, w_hh_HxG, x_TxBxD, h0_BxH, c0_BxH, h_TxBxH, c_TxBxH, gates)
   return (h_TxBxH, h_T, c_T), res
 
 
 def _lstm_bwd(unroll, res, cts):
-  w_ih_DxG, w_hh_HxG, x_TxBxD, h0_BxH, c0_BxH, h_TxBxH, c_TxBxH, act_TxBxG = res
+  w_ih_DxG, w_hh_HxG, x_TxBxD, h0_BxH, c0_BxH, h_TxBxH, c_TxBxH, gates = res
   dh_TxBxH, dh_T, dc_T = cts
   c_prev_TxBxH = jnp.concatenate([c0_BxH[None], c_TxBxH[:-1]], axis=0)
   w_hh_GxH = w_hh_HxG.T
 
   def body(carry, xs):
     dh_BxH, dc_BxH = carry
-    dh_out_BxH, c_BxH, c_prev_BxH, act_BxG = xs
-    i, f, g, o = jnp.split(act_BxG, 4, axis=-1)
+    dh_out_BxH, c_BxH, c_prev_BxH, i, f, g, o = xs
     dh_BxH = dh_BxH + dh_out_BxH
     tc = jnp.tanh(c_BxH)
     dc_BxH = dc_BxH + dh_BxH * o * (1.0 - tc * tc)
@@ -88,7 +89,7 @@ def _lstm_bwd(unroll, res, cts):
     return (da_BxG @ w_hh_GxH, dc_BxH * f), da_BxG
 
   (dh0_BxH, dc0_BxH), da_TxBxG = jax.lax.scan(
-      body, (dh_T, dc_T), (dh_TxBxH, c_TxBxH, c_prev_TxBxH, act_TxBxG),
+      body, (dh_T, dc_T), (dh_TxBxH, c_TxBxH, c_prev_TxBxH, *gates),
       reverse=True, unroll=unroll)
   t, b, d = x_TxBxD.shape
   hdim, gdim = w_hh_HxG.shape
