@@ -1,27 +1,122 @@
-"""Memory-efficient blocked attention: online softmax over key blocks.
+"""Memory-efficient blocked attention: online softmax over key blocks, with a
+hand-written backward pass (FlashAttention-2's, Dao 2023) and causal blocks skipped.
 
 Shape letters as in attention.py: B batch, T query positions, S key positions,
-N heads, K head size; Q/C a query/key block length.
+N heads, K head size; Q a block length (query and key blocks are the same length),
+M = B N the heads folded into one batch, nq / nk the numbers of query / key blocks.
 
 The reference is attention.attend (the paper's einsum, O(T S) memory). Here the
-queries are cut into blocks of Q and, for each, the keys into blocks of C; the
-softmax is accumulated block by block with a running maximum m and normaliser l
-(the online softmax of Milakov & Gimelshein 2018, used by Rabe & Staats 2021 and
-FlashAttention, Dao et al. 2022), so no [T, S] matrix is ever held. Key blocks
-entirely above the causal diagonal are skipped (lax.cond), halving the work. Both
-loops are rematerialised (jax.checkpoint), so the backward pass stores only the
-per-block running statistics: memory grows as T, not T^2.
+queries are cut into blocks and, for each, the softmax over key blocks is accumulated
+with a running maximum m and normaliser l (the online softmax of Milakov &
+Gimelshein 2018; Rabe & Staats 2021; FlashAttention, Dao et al. 2022), so no [T, S]
+matrix is ever held. Under a causal mask the inner loop stops at the diagonal block
+(a while loop with a data-dependent trip count), so about half the blocks are never
+touched. The forward keeps only the output and the log-sum-exp per query; the
+`jax.custom_vjp` backward recomputes each block's probabilities from them:
+  dV_j = sum_i P_ij^T dO_i,  dS_ij = P_ij * (dO_i V_j^T - rowsum(dO_i * O_i)),
+  dQ_i = sum_j dS_ij K_j,    dK_j = sum_i dS_ij^T Q_i,
+in two passes (one over query blocks for dQ, one over key blocks for dK and dV), so
+memory grows as T, not T^2, and autodiff never stores per-block intermediates.
 """
 from __future__ import annotations
 
+import functools
 import math
 
 import jax
 import jax.numpy as jnp
+from jax import lax
 
 Array = jax.Array
 
-BLOCK = 128   # query and key block length; T need not be a multiple of it
+BLOCK = 128   # block length; T need not be a multiple of it
+_NEG = -1e30  # masked logit: exp(_NEG - m) == 0 for any finite row maximum m
+
+
+def _mask_QxC(qi, kj, blk: int, s_len: int, causal: bool) -> Array:
+  q_pos = qi * blk + jnp.arange(blk)[:, None]
+  k_pos = kj * blk + jnp.arange(blk)[None, :]
+  mask = k_pos < s_len                         # padded keys
+  return mask & (k_pos <= q_pos) if causal else mask
+
+
+def _key_range(qi, nk: int, causal: bool):
+  """Key blocks query block qi attends to: [0, upper)."""
+  return jnp.minimum(qi + 1, nk) if causal else nk
+
+
+def _forward(q_blocks, k_blocks, v_blocks, s_len, causal):
+  """Returns the output [nq, M, Q, K] and the log-sum-exp [nq, M, Q]."""
+  nq, m_heads, blk, kd = q_blocks.shape
+  nk = k_blocks.shape[0]
+  dtype = q_blocks.dtype
+
+  def one_query_block(qi):
+    q_MxQxK = q_blocks[qi]
+
+    def key_block(kj, carry):
+      m_MxQ, l_MxQ, acc_MxQxK = carry
+      s_MxQxC = jnp.einsum('mqk,mck->mqc', q_MxQxK, k_blocks[kj])
+      s_MxQxC = jnp.where(_mask_QxC(qi, kj, blk, s_len, causal), s_MxQxC, _NEG)
+      m_new = jnp.maximum(m_MxQ, s_MxQxC.max(-1))
+      p_MxQxC = jnp.exp(s_MxQxC - m_new[..., None])
+      corr = jnp.exp(m_MxQ - m_new)
+      acc = acc_MxQxK * corr[..., None] + jnp.einsum('mqc,mck->mqk', p_MxQxC, v_blocks[kj])
+      return m_new, l_MxQ * corr + p_MxQxC.sum(-1), acc
+
+    # Every query row sees key 0 in its first block, so l > 0 after the loop.
+    init = (jnp.full((m_heads, blk), _NEG, dtype), jnp.zeros((m_heads, blk), dtype),
+            jnp.zeros((m_heads, blk, kd), dtype))
+    m_MxQ, l_MxQ, acc = lax.fori_loop(0, _key_range(qi, nk, causal), key_block, init)
+    return acc / l_MxQ[..., None], m_MxQ + jnp.log(l_MxQ)
+
+  return lax.map(one_query_block, jnp.arange(nq))
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(3, 4))
+def _flash(q_blocks, k_blocks, v_blocks, s_len, causal):
+  return _forward(q_blocks, k_blocks, v_blocks, s_len, causal)[0]
+
+
+def _flash_fwd(q_blocks, k_blocks, v_blocks, s_len, causal):
+  o_blocks, lse = _forward(q_blocks, k_blocks, v_blocks, s_len, causal)
+  return o_blocks, (q_blocks, k_blocks, v_blocks, o_blocks, lse)
+
+
+def _flash_bwd(s_len, causal, res, do_blocks):
+  q_blocks, k_blocks, v_blocks, o_blocks, lse = res
+  nq, nk, blk = q_blocks.shape[0], k_blocks.shape[0], q_blocks.shape[2]
+  delta = jnp.sum(do_blocks * o_blocks, -1)              # rowsum(dO * O): [nq, M, Q]
+
+  def probs_and_dlogits(qi, kj):
+    s_MxQxC = jnp.einsum('mqk,mck->mqc', q_blocks[qi], k_blocks[kj])
+    p = jnp.where(_mask_QxC(qi, kj, blk, s_len, causal),
+                  jnp.exp(s_MxQxC - lse[qi][..., None]), 0.0)
+    dp = jnp.einsum('mqk,mck->mqc', do_blocks[qi], v_blocks[kj])
+    return p, p * (dp - delta[qi][..., None])
+
+  def dq_block(qi):
+    def body(kj, dq):
+      _, ds = probs_and_dlogits(qi, kj)
+      return dq + jnp.einsum('mqc,mck->mqk', ds, k_blocks[kj])
+    return lax.fori_loop(0, _key_range(qi, nk, causal), body, jnp.zeros_like(q_blocks[qi]))
+
+  def dkv_block(kj):
+    def body(qi, carry):
+      dk, dv = carry
+      p, ds = probs_and_dlogits(qi, kj)
+      return (dk + jnp.einsum('mqc,mqk->mck', ds, q_blocks[qi]),
+              dv + jnp.einsum('mqc,mqk->mck', p, do_blocks[qi]))
+    first = kj if causal else 0        # causal: query blocks before kj never see it
+    return lax.fori_loop(first, nq, body,
+                         (jnp.zeros_like(k_blocks[kj]), jnp.zeros_like(v_blocks[kj])))
+
+  dq = lax.map(dq_block, jnp.arange(nq))
+  dk, dv = lax.map(dkv_block, jnp.arange(nk))
+  return dq, dk, dv
+
+
+_flash.defvjp(_flash_fwd, _flash_bwd)
 
 
 def blocked_attention(q_BxTxNxK: Array, k_BxSxNxK: Array, v_BxSxNxK: Array, causal: bool,
@@ -29,54 +124,15 @@ def blocked_attention(q_BxTxNxK: Array, k_BxSxNxK: Array, v_BxSxNxK: Array, caus
   """softmax(q k^T / sqrt(K)) v with a causal mask if asked; returns [B, T, N, K]."""
   b, t, n, kd = q_BxTxNxK.shape
   s = k_BxSxNxK.shape[1]
-  bq, bk = min(block, t), min(block, s)
-  tq, sk = -(-t // bq) * bq, -(-s // bk) * bk           # padded lengths
-  q = jnp.pad(q_BxTxNxK, ((0, 0), (0, tq - t), (0, 0), (0, 0))) / math.sqrt(kd)
-  k = jnp.pad(k_BxSxNxK, ((0, 0), (0, sk - s), (0, 0), (0, 0)))
-  v = jnp.pad(v_BxSxNxK, ((0, 0), (0, sk - s), (0, 0), (0, 0)))
-  # [nblocks, B, N, block, K]: heads folded into the batch of each block product.
-  q_blocks = q.reshape(b, tq // bq, bq, n, kd).transpose(1, 0, 3, 2, 4)
-  k_blocks = k.reshape(b, sk // bk, bk, n, kd).transpose(1, 0, 3, 2, 4)
-  v_blocks = v.reshape(b, sk // bk, bk, n, kd).transpose(1, 0, 3, 2, 4)
-  neg = jnp.finfo(jnp.float32).min
+  blk = min(block, max(t, s))
 
-  def one_query_block(args):
-    qi, q_BxNxQxK = args
-    q_pos = qi * bq + jnp.arange(bq)
+  def to_blocks(x_BxLxNxK, length):   # -> [n_blocks, M, Q, K], zero-padded
+    padded = -(-length // blk) * blk
+    x = jnp.pad(x_BxLxNxK, ((0, 0), (0, padded - length), (0, 0), (0, 0)))
+    return x.transpose(0, 2, 1, 3).reshape(b * n, padded // blk, blk, kd).transpose(1, 0, 2, 3)
 
-    @jax.checkpoint
-    def key_block(carry, xs):
-      kj, k_BxNxCxK, v_BxNxCxK = xs
-
-      def attend_block(carry):
-        m_BxNxQ, l_BxNxQ, acc_BxNxQxK = carry
-        logits = jnp.einsum('bnqk,bnck->bnqc', q_BxNxQxK, k_BxNxCxK).astype(jnp.float32)
-        k_pos = kj * bk + jnp.arange(bk)
-        mask_QxC = k_pos[None, :] < s                      # padded keys
-        if causal:
-          mask_QxC = mask_QxC & (k_pos[None, :] <= q_pos[:, None])
-        logits = jnp.where(mask_QxC, logits, neg)
-        m_new = jnp.maximum(m_BxNxQ, logits.max(-1))
-        p = jnp.exp(logits - m_new[..., None])
-        scale = jnp.exp(m_BxNxQ - m_new)
-        l_new = l_BxNxQ * scale + p.sum(-1)
-        acc = acc_BxNxQxK * scale[..., None] + jnp.einsum(
-            'bnqc,bnck->bnqk', p.astype(v_BxNxCxK.dtype), v_BxNxCxK)
-        return m_new, l_new, acc
-
-      if causal:  # a key block wholly after the query block adds nothing
-        carry = jax.lax.cond(kj * bk <= qi * bq + bq - 1, attend_block, lambda c: c, carry)
-      else:
-        carry = attend_block(carry)
-      return carry, None
-
-    init = (jnp.full((b, n, bq), neg, jnp.float32), jnp.zeros((b, n, bq), jnp.float32),
-            jnp.zeros((b, n, bq, kd), jnp.float32))
-    (m, l, acc), _ = jax.lax.scan(
-        key_block, init, (jnp.arange(sk // bk), k_blocks, v_blocks))
-    return (acc / l[..., None]).astype(q_BxTxNxK.dtype)
-
-  out_blocks = jax.lax.map(jax.checkpoint(one_query_block),
-                           (jnp.arange(tq // bq), q_blocks))   # [nq, B, N, Q, K]
-  out = out_blocks.transpose(1, 0, 3, 2, 4).reshape(b, tq, n, kd)
-  return out[:, :t]
+  o_blocks = _flash(to_blocks(q_BxTxNxK / math.sqrt(kd), t), to_blocks(k_BxSxNxK, s),
+                    to_blocks(v_BxSxNxK, s), s, causal)
+  nq = o_blocks.shape[0]
+  o = o_blocks.transpose(1, 0, 2, 3).reshape(b, n, nq * blk, kd).transpose(0, 2, 1, 3)
+  return o[:, :t]
