@@ -170,6 +170,32 @@ def _memory_bytes(compiled) -> int | None:
   return int(m.temp_size_in_bytes + m.argument_size_in_bytes + m.output_size_in_bytes)
 
 
+def device_memory_bytes() -> int | None:
+  """Memory a program may use: the accelerator's limit, or on CPU the host's
+  MemAvailable (/proc/meminfo). None when unknown."""
+  dev = jax.devices()[0]
+  if dev.platform != 'cpu':
+    stats = dev.memory_stats() or {}
+    return stats.get('bytes_limit')
+  try:
+    with open('/proc/meminfo') as f:
+      for line in f:
+        if line.startswith('MemAvailable:'):
+          return int(line.split()[1]) * 1024
+  except OSError:
+    pass
+  return None
+
+
+def _check_fits(compiled) -> None:
+  """Refuses to run a program whose compiled peak memory exceeds 90% of what the device
+  has: on CPU the kernel would otherwise kill the whole sweep, not just this point."""
+  need, have = _memory_bytes(compiled), device_memory_bytes()
+  if need is not None and have is not None and need > 0.9 * have:
+    raise MemoryError(f'needs {need / 2**30:.1f} GiB of memory (compiled peak), '
+                      f'device has {have / 2**30:.1f} GiB available; not run')
+
+
 def measure_jax(name: str, bc: BenchConfig, seq_len: int) -> dict:
   layer = build_layer(name, bc)
   graphdef, params, rest = nnx.split(layer, nnx.Param, ...)
@@ -192,6 +218,8 @@ def measure_jax(name: str, bc: BenchConfig, seq_len: int) -> dict:
   train_c = jax.jit(train_step).lower(params, opt_state, e_BxTxD).compile()
   compile_s = time.perf_counter() - t0
   infer_c = jax.jit(infer).lower(params, e_BxTxD).compile()
+  _check_fits(train_c)
+  _check_fits(infer_c)
   step_s = _median_time(train_c, (params, opt_state, e_BxTxD), bc)
   infer_s = _median_time(infer_c, (params, e_BxTxD), bc)
   return dict(step_s=step_s, infer_s=infer_s, compile_s=compile_s,

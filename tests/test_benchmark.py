@@ -26,6 +26,17 @@ def test_timeout_is_recorded_not_raised():
   assert r['status'] == 'timeout'
 
 
+def test_program_larger_than_memory_is_recorded_oom_not_run(monkeypatch):
+  monkeypatch.setattr(benchmark, 'device_memory_bytes', lambda: 1024)   # 1 KiB "device"
+  r = benchmark.measure('attention:einsum', TINY, 16, 1e9)
+  assert r['status'] == 'oom' and 'GiB' in r['error']
+
+
+def test_device_memory_is_known_here():
+  have = benchmark.device_memory_bytes()
+  assert have is None or have > 2 ** 20
+
+
 def test_flops_per_token_analytic():
   bc = benchmark.BenchConfig(hidden=4)
   assert benchmark.flops_per_token('lstm', bc, 10) == 2 * (4 * 16 + 4 * 16)
