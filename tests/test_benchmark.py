@@ -84,3 +84,11 @@ def test_study_end_to_end(tmp_path):
   c.sweep.models = ['nope']
   with pytest.raises(sweep.ConfigError, match='nope'):
     benchmark.run(c, str(tmp_path))
+
+
+def test_timeout_predicted_only_beyond_twice_the_limit():
+  bc = benchmark.BenchConfig(max_step_s=1.0)
+  assert benchmark.predicted_timeout('lstm', bc, 1024, None) is None
+  assert benchmark.predicted_timeout('lstm', bc, 1024, (256, 0.4)) is None      # 1.6 s <= 2
+  r = benchmark.predicted_timeout('lstm', bc, 4096, (256, 0.4))                 # 6.4 s
+  assert r['status'] == 'timeout' and 'predicted 6.4 s' in r['error']
