@@ -7,9 +7,12 @@ is installed: pip install -r requirements-bench.txt) measured in the same run.
   python launch.py --config=experiments/throughput.py:quick    # T = 64, 256
   python launch.py --config=experiments/throughput.py --models=lstm,lstm:fused,flax_lstm
 
-Batch 32, hidden 256, float32, 4 heads of 64. A point slower than
-bench.max_step_s per step is recorded as 'timeout' (likewise 'oom') and that model
-is not tried at longer T. Expect recurrent step time to grow as T (slope ~1) and
+Batch 32, hidden 256, float32, 4 heads of 64, every recurrent scan unrolled 4x
+(flax's too). A point slower than bench.max_step_s per step is recorded as 'timeout'
+(so is one whose linear extrapolation from the model's last point exceeds twice that,
+without running it), one whose compiled peak memory exceeds the device's as 'oom'
+(not run); that model is then not tried at longer T. Compile time is one
+timed lower + compile of the train step. Expect recurrent step time to grow as T (slope ~1) and
 attention's towards T^2, the fused LSTM faster than flax's, and the blocked attention
 the only attention whose memory stays linear in T. Output: runs/throughput/results.jsonl
 and runs/throughput/figures/throughput_{a,b,c}.{png,pdf}.
@@ -39,8 +42,8 @@ def get_config(arg: str = ''):
   c.study = 'throughput'
   c.num_devices = 1
   c.own_sweep_axes = True   # model names here are layers and baselines, checked by the runner
-  c.bench = ml_collections.ConfigDict(dict(hidden=256, heads=4, batch=32, steps=10, warmup=2, unroll=4,
-                                           max_step_s=4.0))
+  c.bench = ml_collections.ConfigDict(dict(hidden=256, heads=4, batch=32, steps=10, warmup=2,
+                                           unroll=4, max_step_s=4.0))
   c.sweep = ml_collections.ConfigDict(dict(
       models=default_models(), tasks=['none'], seeds=[0],
       seq_lens=[64, 256, 1024, 4096, 16384]))

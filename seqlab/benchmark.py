@@ -214,14 +214,9 @@ def measure_jax(name: str, bc: BenchConfig, seq_len: int) -> dict:
   def infer(params, e):
     return nnx.merge(graphdef, params, rest)(e)
 
-  # Compile time: best of 3 fresh lower + compile (a single timing swung 0.3-1.0 s here
-  # with the state of the machine, which drowned any dependence on T).
-  compile_times = []
-  for _ in range(3):
-    t0 = time.perf_counter()
-    train_c = jax.jit(train_step).lower(params, opt_state, e_BxTxD).compile()
-    compile_times.append(time.perf_counter() - t0)
-  compile_s = min(compile_times)
+  t0 = time.perf_counter()
+  train_c = jax.jit(train_step).lower(params, opt_state, e_BxTxD).compile()
+  compile_s = time.perf_counter() - t0
   infer_c = jax.jit(infer).lower(params, e_BxTxD).compile()
   _check_fits(train_c)
   _check_fits(infer_c)
