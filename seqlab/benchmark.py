@@ -282,11 +282,16 @@ def measure_torch(name: str, bc: BenchConfig, seq_len: int) -> dict:
               peak_memory_bytes=None)
 
 
+def _row(name: str, bc: BenchConfig, seq_len: int) -> dict:
+  """The fields every results line has, whatever its status."""
+  return dict(model=name, seq_len=seq_len, batch=bc.batch, hidden=bc.hidden,
+              device=str(jax.devices()[0].device_kind), cpu_count=os.cpu_count(),
+              flops_per_token=flops_per_token(name, bc, seq_len))
+
+
 def measure(name: str, bc: BenchConfig, seq_len: int, ceiling_flops: float) -> dict:
   """One results line; 'status' is ok, oom or timeout (the sweep goes on)."""
-  row = dict(model=name, seq_len=seq_len, batch=bc.batch, hidden=bc.hidden,
-             device=str(jax.devices()[0].device_kind), cpu_count=os.cpu_count(),
-             flops_per_token=flops_per_token(name, bc, seq_len))
+  row = _row(name, bc, seq_len)
   try:
     m = (measure_torch if name.startswith('torch_') else measure_jax)(name, bc, seq_len)
   except TimeoutError as e:
@@ -340,12 +345,13 @@ def run(config, workdir: str) -> list[dict]:
           'requirements-bench.txt to add them)')
   os.makedirs(workdir, exist_ok=True)
   path = os.path.join(workdir, 'results.jsonl')
-  done = {(r['model'], r['seq_len']) for r in writer.read_jsonl(path)}
-  given_up = {r['model'] for r in writer.read_jsonl(path) if r.get('status') != 'ok'}
+  old = writer.read_jsonl(path)
+  done = {(r['model'], r['seq_len']) for r in old}
+  given_up = {r['model'] for r in old if r.get('status') != 'ok'}
   ceiling = matmul_ceiling_flops()
   print(f'matmul ceiling {ceiling / 1e9:.1f} GFLOP/s on {jax.devices()[0].device_kind}')
   last_ok = {}   # model -> (seq_len, step_s) of its longest finished point
-  for r in writer.read_jsonl(path):
+  for r in old:
     if r.get('status') == 'ok' and r['seq_len'] >= last_ok.get(r['model'], (0, 0))[0]:
       last_ok[r['model']] = (r['seq_len'], r['step_ms'] / 1e3)
   for seq_len in sorted(int(t) for t in config.sweep.seq_lens):
@@ -355,7 +361,7 @@ def run(config, workdir: str) -> list[dict]:
       r = predicted_timeout(n, bc, seq_len, last_ok.get(n)) or measure(n, bc, seq_len, ceiling)
       if r['status'] == 'ok':
         last_ok[n] = (seq_len, r['step_ms'] / 1e3)
-      if r['status'] != 'ok':
+      else:
         given_up.add(n)
       print(f'T={seq_len:>6} {n:<20} {r["status"]:<8} ' + (
           f'train {r["tokens_per_s_train"]:>10,.0f} tok/s  infer {r["tokens_per_s_infer"]:>10,.0f}'
@@ -382,9 +388,7 @@ def predicted_timeout(name: str, bc: BenchConfig, seq_len: int, last) -> dict | 
   predicted = s0 * seq_len / t0
   if predicted <= 2 * bc.max_step_s:
     return None
-  return dict(model=name, seq_len=seq_len, batch=bc.batch, hidden=bc.hidden,
-              device=str(jax.devices()[0].device_kind), cpu_count=os.cpu_count(),
-              flops_per_token=flops_per_token(name, bc, seq_len), status='timeout',
+  return dict(_row(name, bc, seq_len), status='timeout',
               error=f'predicted {predicted:.1f} s per step (>= {s0:.2f} s at T={t0}, times '
                     f'{seq_len}/{t0}) > 2 x max_step_s={bc.max_step_s}; not run')
 

@@ -120,12 +120,17 @@ class RecurrentLayer(nnx.Module):
     """The input projection of every step in one matrix product: [B, T, G]."""
     return x_BxTxD @ self.w_ih[...] + self.b[...]
 
+  def zero_state(self, batch: int, dtype):
+    """The cell's zero state for `batch` examples."""
+    return jax.vmap(lambda _: CELLS[self.cell_name].zero_state(self.hidden, dtype))(
+        jnp.arange(batch))
+
   def scan(self, xw_BxTxG: Array, state0=None):
     """Runs the cell over time. Returns (h_BxTxH, final state)."""
     cell = CELLS[self.cell_name]
     b = xw_BxTxG.shape[0]
     if state0 is None:
-      state0 = jax.vmap(lambda _: cell.zero_state(self.hidden, xw_BxTxG.dtype))(jnp.arange(b))
+      state0 = self.zero_state(b, xw_BxTxG.dtype)
     p = self.step_params()
     step_B = jax.vmap(cell.step, in_axes=(None, 0, 0))
 
@@ -141,8 +146,7 @@ class RecurrentLayer(nnx.Module):
     if self.impl == 'fused':
       from seqlab import fast_rnn
       if state0 is None:
-        zero = CELLS[self.cell_name].zero_state(self.hidden, x_BxTxD.dtype)
-        state0 = jax.tree.map(lambda z: jnp.broadcast_to(z, (x_BxTxD.shape[0],) + z.shape), zero)
+        state0 = self.zero_state(x_BxTxD.shape[0], x_BxTxD.dtype)
       return fast_rnn.fused_layer(self.cell_name, self.w_ih[...], self.b[...], self.w_hh[...],
                                   x_BxTxD, state0, self.unroll)
     return self.scan(self.project(x_BxTxD), state0)
