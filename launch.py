@@ -65,8 +65,9 @@ config_flags.DEFINE_config_file(
     'config', os.path.join(HERE, DEFAULT_CONFIG),
     'Study config: experiments/<study>.py[:arg]. Dotted overrides such as '
     '--config.train.steps=100 change single values.', lock_config=True)
-flags.DEFINE_string('workdir', None, 'Run directory (default: runs/<config name>). The same '
-                    'command on the same workdir skips finished points.')
+flags.DEFINE_string('workdir', None, 'Run directory (default: runs/<config name>), a local '
+                    'path or gs://bucket/path. The same command on the same workdir skips '
+                    'finished points.')
 flags.DEFINE_list('models', None, 'Models to sweep, e.g. rnn,lstm,gru,transformer.')
 flags.DEFINE_list('tasks', None, 'Tasks to sweep, e.g. adding,copy,recall,kback.')
 flags.DEFINE_list('seq_lens', None, 'Sequence lengths to sweep, e.g. 50,200,1000.')
@@ -132,6 +133,11 @@ def main(argv):
   from seqlab import distributed, sweep
   config = build_config()
   workdir = FLAGS.workdir or os.path.join('runs', config_name())
+  from seqlab import storage
+  try:
+    storage.check(workdir)
+  except storage.SchemeError as e:
+    fail(str(e))
   cluster = distributed.ClusterSpec(FLAGS.coordinator_address, FLAGS.num_processes,
                                     FLAGS.process_id, FLAGS.distributed_timeout,
                                     auto=FLAGS.distributed)

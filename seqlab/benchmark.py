@@ -27,7 +27,7 @@ import jax.numpy as jnp
 import optax
 from flax import nnx
 
-from seqlab import attention, models
+from seqlab import attention, models, storage
 
 Array = jax.Array
 BASELINES = ('flax_lstm', 'jax_attention', 'torch_lstm', 'torch_sdpa')
@@ -343,7 +343,7 @@ def run(config, workdir: str) -> list[dict]:
     names = [n for n in names if not n.startswith('torch_')]
     print('torch is not importable: torch baselines skipped (pip install -r '
           'requirements-bench.txt to add them)')
-  os.makedirs(workdir, exist_ok=True)
+  storage.makedirs(workdir)
   path = os.path.join(workdir, 'results.jsonl')
   old = writer.read_jsonl(path)
   done = {(r['model'], r['seq_len']) for r in old}

@@ -22,8 +22,6 @@ that restores and says what it skipped and why.
 """
 from __future__ import annotations
 
-import os
-import shutil
 import sys
 
 import logging
@@ -32,6 +30,8 @@ import jax
 import orbax.checkpoint as ocp
 from absl import logging as absl_logging
 from orbax.checkpoint import checkpoint_managers
+
+from seqlab import storage
 
 
 class _QuietOrbax(logging.Filter):
@@ -56,7 +56,7 @@ class CheckpointManager:
   """Every `every` steps (should_save), at the end and on preemption: save(step, state)."""
 
   def __init__(self, directory: str, every: int, keep: int = 2, *, log=print):
-    self.directory = os.path.abspath(directory)
+    self.directory = storage.abspath(directory)  # a local path or gs://bucket/path
     self.every = int(every)
     self._log = log
     policy = checkpoint_managers.AnyPreservationPolicy([
@@ -75,11 +75,11 @@ class CheckpointManager:
     """Deletes folders a killed save left half-written (orbax names them
     '<step>.orbax-checkpoint-tmp-*'). orbax's own cleanup_tmp_directories did not
     remove them reliably (it depends on process-global state), so do it here."""
-    if jax.process_index() != 0 or not os.path.isdir(self.directory):
+    if jax.process_index() != 0:
       return
-    for name in sorted(os.listdir(self.directory)):
+    for name in storage.listdir(self.directory):
       if '.orbax-checkpoint-tmp' in name:
-        shutil.rmtree(os.path.join(self.directory, name), ignore_errors=True)
+        storage.rmtree(storage.join(self.directory, name))
         self._log(f'removed a partially written checkpoint {name} in {self.directory}',
                   file=sys.stderr)
 

@@ -84,8 +84,7 @@ def run(config, workdir: str) -> list[dict]:
         print(f'[{time.time() - t0:6.1f}s] impulse {sweep.point_name(p)}: '
               f'r_T/r_0 = {r[-1] / max(r[0], 1e-30):.3g}', flush=True)
   if writer.is_writer():
-    grad_rows = writer.read_jsonl(config.impulse.grad_flow_results) if os.path.exists(
-        config.impulse.grad_flow_results) else []
+    grad_rows = writer.read_jsonl(config.impulse.grad_flow_results)
     for path in plot(rows, grad_rows, os.path.join(workdir, 'figures')):
       print('figure:', path)
   return rows

@@ -7,12 +7,15 @@ Plots read only results files (results.jsonl, metrics.jsonl), never training sta
 """
 from __future__ import annotations
 
+import io
 import os
 
 import matplotlib
 
 matplotlib.use('Agg')
 import matplotlib.pyplot as plt  # noqa: E402
+
+from seqlab import storage  # noqa: E402
 
 COLUMN = (3.4, 2.6)   # inches: one column of a two-column paper
 WIDE = (7.0, 2.8)     # inches: across both columns
@@ -58,10 +61,16 @@ def apply() -> None:
 
 def save(fig, path_stem: str) -> list[str]:
   """Writes path_stem.png and path_stem.pdf; returns both paths."""
-  os.makedirs(os.path.dirname(os.path.abspath(path_stem)), exist_ok=True)
   paths = [f'{path_stem}.png', f'{path_stem}.pdf']
-  for p in paths:
-    fig.savefig(p)
+  if storage.is_url(path_stem):  # matplotlib writes local files: render, then upload
+    for p in paths:
+      buf = io.BytesIO()
+      fig.savefig(buf, format=p.rsplit('.', 1)[1])
+      storage.write_object(p, buf.getvalue())
+  else:
+    os.makedirs(os.path.dirname(os.path.abspath(path_stem)), exist_ok=True)
+    for p in paths:
+      fig.savefig(p)
   plt.close(fig)
   return paths
 

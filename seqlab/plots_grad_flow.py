@@ -2,7 +2,6 @@
 (results.jsonl, train/*/metrics.jsonl)."""
 from __future__ import annotations
 
-import glob
 import math
 import os
 import warnings
@@ -10,7 +9,7 @@ from collections import defaultdict
 
 import numpy as np
 
-from seqlab import plot_style, writer
+from seqlab import plot_style, storage, writer
 
 FLAT = 0.01   # |decay rate| below this per step counts as "flat"
 
@@ -91,7 +90,7 @@ def figure_b(rows, out_stem):
 def training_curves(workdir):
   """model -> list over seeds of (steps, grad_norm) from train/*/metrics.jsonl."""
   out = defaultdict(list)
-  for d in sorted(glob.glob(os.path.join(workdir, 'train', '*'))):
+  for d in storage.glob(os.path.join(workdir, 'train'), '*'):
     model = os.path.basename(d).split('-T')[0]
     ms = [r for r in writer.read_jsonl(os.path.join(d, 'metrics.jsonl')) if 'grad_norm' in r]
     if ms:

@@ -25,7 +25,7 @@ from collections import defaultdict
 
 import numpy as np
 
-from seqlab import plots_long_range, writer
+from seqlab import plots_long_range, storage, writer
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -228,13 +228,13 @@ def run(config, workdir: str) -> dict:
       timings[name] = time.time() - t0
   # wall times survive a redraw: the last run's time per study, kept beside the report
   path = os.path.join(workdir, 'timings.json')
-  timings = {**(writer.read_json(path) if os.path.exists(path) else {}), **timings}
+  timings = {**(writer.read_json(path) if storage.exists(path) else {}), **timings}
   if timings and writer.is_writer():
     writer.write_json(path, timings)
   drawn = []
   for name, title, exp, draw in sections:
     sub_dir = os.path.join(workdir, name)
-    if not os.path.exists(os.path.join(sub_dir, 'results.jsonl')):
+    if not storage.exists(os.path.join(sub_dir, 'results.jsonl')):
       print(f'report: {name} has no results yet; skipped (run without redraw_only)')
       continue
     drawn.append((name, title, exp, _call(draw, sub_dir)))
@@ -341,7 +341,7 @@ def markdown_to_html(text: str, base: str) -> str:
     elif line.startswith('!['):
       m = re.match(r'!\[([^\]]*)\]\(([^)]+)\)', line)
       path = os.path.join(base, m.group(2))
-      data = base64.b64encode(open(path, 'rb').read()).decode() if os.path.exists(path) else ''
+      data = base64.b64encode(storage.read_bytes(path)).decode() if storage.exists(path) else ''
       out.append(f'<figure><img alt="{html.escape(m.group(1))}" '
                  f'src="data:image/png;base64,{data}"></figure>')
     elif line.startswith('|'):

@@ -13,7 +13,7 @@ import os
 
 import jax
 
-from seqlab import models, tasks, writer
+from seqlab import models, storage, tasks, writer
 
 
 class ConfigError(ValueError):
@@ -118,7 +118,7 @@ def open_workdir(config, workdir: str, override: bool = False) -> None:
   """Locks `workdir` for this process and checks it was made by the same command.
 
   A second launch on a locked workdir fails (fcntl.flock, released by the kernel
-  when the holder exits, even on kill -9). The workdir's config.json must equal the
+  when the holder exits, even on kill -9); a bucket (gs://) has no locks. The workdir's config.json must equal the
   new config except for the sweep axes (they may grow or shrink: a point's own
   config is the rest plus its axis values); --override accepts a different config,
   keeping finished points and checkpoints made under the old one."""
@@ -126,19 +126,24 @@ def open_workdir(config, workdir: str, override: bool = False) -> None:
   import json
   if not writer.is_writer():
     return
-  os.makedirs(workdir, exist_ok=True)
-  path = os.path.join(workdir, '.lock')
-  f = open(path, 'a')
-  try:
-    fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-  except OSError:
-    f.close()
-    raise ConfigError(f'workdir {workdir} is in use by another launch (lock {path}); wait '
-                      f'for it to finish or use a different --workdir') from None
-  _LOCKS[os.path.abspath(workdir)] = f
+  if storage.is_url(workdir):
+    # A bucket has no file locks: say so once rather than pretend.
+    print(f'note: {workdir} is a bucket; it is not locked against a second launch on the '
+          f'same workdir (do not start one)', flush=True)
+  else:
+    os.makedirs(workdir, exist_ok=True)
+    path = os.path.join(workdir, '.lock')
+    f = open(path, 'a')
+    try:
+      fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+      f.close()
+      raise ConfigError(f'workdir {workdir} is in use by another launch (lock {path}); wait '
+                        f'for it to finish or use a different --workdir') from None
+    _LOCKS[os.path.abspath(workdir)] = f
   new = json.loads(json.dumps(writer.to_jsonable(config.to_dict())))
   cfg_path = os.path.join(workdir, 'config.json')
-  if os.path.exists(cfg_path) and not override:
+  if storage.exists(cfg_path) and not override:
     try:
       old = writer.read_json(cfg_path)
     except (OSError, ValueError):

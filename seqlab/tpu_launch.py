@@ -18,8 +18,7 @@ them all and runs none):
   6. copy the workdir back from worker 0 (process 0 writes results and figures).
 
 A pod slice (v4-16 and up) has one host per 4 chips and no shared disk: checkpoints
-need a workdir every worker sees, e.g. a bucket mounted with gcsfuse at the same path
-on each worker (README, "Scaling out").
+need a workdir every worker sees, e.g. --workdir=gs://BUCKET/path (seqlab/storage.py).
 """
 from __future__ import annotations
 

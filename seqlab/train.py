@@ -218,6 +218,7 @@ def train(config, workdir: str, *, verbose: bool = True, return_params: bool = F
         pending = None
         if diverged:
           break
+        log.flush()  # a bucket's metrics.jsonl is rewritten, not appended: keep it up to date
         ckpt.save(step + 1, state, val_loss(state['params']))
         if preemption.requested:
           log.close()
@@ -237,6 +238,7 @@ def train(config, workdir: str, *, verbose: bool = True, return_params: bool = F
   else:
     ev = evaluate(compiled, state['params'], task, config, seq_len, seed)
     log.write(tc.steps, {'eval_loss': ev['loss'], 'eval_accuracy': ev['accuracy']})
+    log.flush()
     ckpt.save(tc.steps, state,
               {'eval_loss': ev['loss']} if math.isfinite(ev['loss']) else None)
   ckpt.close()

@@ -1,8 +1,9 @@
 """Run outputs: JSON files written atomically and metrics as JSON lines.
 
 Only process 0 writes (multi-host runs share the workdir or copy it afterwards).
-A file is written to a temporary name and renamed, so a killed run never leaves a
-half-written JSON file behind.
+A local file is written to a temporary name and renamed, and a bucket object
+(gs://, seqlab.storage) is only visible once its write completes, so a killed run
+never leaves a half-written JSON file behind.
 """
 from __future__ import annotations
 
@@ -12,8 +13,12 @@ import math
 import os
 import tempfile
 
+import time
+
 import jax
 import numpy as np
+
+from seqlab import storage
 
 
 class WriteError(OSError):
@@ -45,6 +50,17 @@ def to_jsonable(x):
 
 
 def write_text_atomic(path: str, text: str) -> None:
+  if storage.is_url(path):
+    try:
+      storage.write_object(path, text.encode())
+    except storage.SchemeError:
+      raise
+    except Exception as e:  # gcsfs/google-auth raise many types (no bucket, no credentials)
+      why = ' '.join(str(e).split())[:200] or type(e).__name__
+      raise WriteError(f'could not write {path}: {type(e).__name__}: {why}; it was left as '
+                       f'it was before. Fix the cause and run the same command again '
+                       f'to resume') from None
+    return
   d = os.path.dirname(os.path.abspath(path))
   os.makedirs(d, exist_ok=True)
   fd, tmp = tempfile.mkstemp(dir=d, prefix='.tmp-', suffix=os.path.basename(path))
@@ -67,82 +83,117 @@ def write_json(path: str, obj) -> None:
 
 
 def read_json(path: str):
-  with open(path) as f:
-    return json.load(f)
+  return json.loads(storage.read_text(path))
 
 
 def read_jsonl(path: str) -> list[dict]:
-  if not os.path.exists(path):
+  if not storage.exists(path):
     return []
   rows = []
-  with open(path) as f:
-    for line in f:
-      line = line.strip()
-      if line:
-        try:
-          rows.append(json.loads(line))
-        except json.JSONDecodeError:  # a torn last line from a killed writer: skip it
-          continue
+  for line in storage.read_text(path).splitlines():
+    line = line.strip()
+    if line:
+      try:
+        rows.append(json.loads(line))
+      except json.JSONDecodeError:  # a torn last line from a killed writer: skip it
+        continue
   return rows
 
 
 def truncate_jsonl(path: str, step: int) -> None:
   """Keeps only the training rows with 'step' <= step (atomically): a run resumed
   from checkpoint `step` then logs each later step exactly once."""
-  if not os.path.exists(path):
+  if not storage.exists(path):
     return
   rows = read_jsonl(path)
   kept = [r for r in rows if r.get('step', 0) <= step and 'eval_loss' not in r]
   text = ''.join(json.dumps(r, sort_keys=True) + '\n' for r in kept)
-  if text != open(path).read():  # also drops a torn last line from a killed run
+  if text != storage.read_text(path):  # also drops a torn last line from a killed run
     write_text_atomic(path, text)
 
 
 def append_jsonl_atomic(path: str, row: dict) -> None:
   """Appends one line by rewriting the file under a new name and renaming it:
   readers see the old file or the new one, never a torn line."""
-  old = open(path).read() if os.path.exists(path) else ''
+  old = storage.read_text(path) if storage.exists(path) else ''
   if old and not old.endswith('\n'):
     old += '\n'
   write_text_atomic(path, old + json.dumps(to_jsonable(row), sort_keys=True) + '\n')
 
 
 class MetricWriter:
-  """metrics.jsonl: one JSON object per logged step (appended, flushed per line).
+  """metrics.jsonl: one JSON object per logged step.
+
+  Local: appended and flushed per line. In a bucket (no append): the rows are kept
+  in memory and the object is rewritten at most every `flush_every_s` seconds, on
+  flush() (the training loop calls it before each checkpoint, so a resumed run finds
+  every row up to its checkpoint) and on close().
 
   With tensorboard=True the same scalars also go to TensorBoard event files in
-  workdir/tb through tensorboardX (no TensorFlow needed).
+  workdir/tb through tensorboardX (no TensorFlow needed; gs:// works too).
   """
 
-  def __init__(self, workdir: str, tensorboard: bool = False):
+  def __init__(self, workdir: str, tensorboard: bool = False, flush_every_s: float = 30.0):
     self.path = os.path.join(workdir, 'metrics.jsonl')
     self._f = None
     self._tb = None
+    self._bucket = storage.is_url(workdir)
+    self._text = ''           # bucket: the whole object, rewritten on flush
+    self._dirty = False
+    self._flushed_at = time.time()
+    self._flush_every_s = flush_every_s
     if is_writer():
-      os.makedirs(workdir, exist_ok=True)
-      self._f = open(self.path, 'a')
+      if self._bucket:
+        if storage.exists(self.path):
+          self._text = storage.read_text(self.path)
+          if self._text and not self._text.endswith('\n'):
+            self._text += '\n'
+      else:
+        os.makedirs(workdir, exist_ok=True)
+        self._f = open(self.path, 'a')
       if tensorboard:
         import tensorboardX
         self._tb = tensorboardX.SummaryWriter(os.path.join(workdir, 'tb'))
+    self._open = is_writer()
 
   def write(self, step: int, metrics: dict) -> None:
-    if self._f is None:
+    if not self._open:
       return
     row = to_jsonable({'step': int(step), **metrics})
-    try:
-      self._f.write(json.dumps(row, sort_keys=True) + '\n')
-      self._f.flush()
-    except OSError as e:  # a torn last line is skipped by read_jsonl and truncated on resume
-      raise _write_error(self.path, e) from None
+    line = json.dumps(row, sort_keys=True) + '\n'
+    if self._bucket:
+      self._text += line
+      self._dirty = True
+      if time.time() - self._flushed_at >= self._flush_every_s:
+        self.flush()
+    else:
+      try:
+        self._f.write(line)
+        self._f.flush()
+      except OSError as e:  # a torn last line is skipped by read_jsonl and truncated on resume
+        raise _write_error(self.path, e) from None
     if self._tb is not None:
       for k, v in row.items():
         if k != 'step' and isinstance(v, (int, float)) and not isinstance(v, bool):
           self._tb.add_scalar(k, v, int(step))
 
+  def flush(self) -> None:
+    """Makes every row written so far durable (a no-op locally: lines are flushed)."""
+    if self._open and self._bucket and self._dirty:
+      write_text_atomic(self.path, self._text)
+      self._dirty = False
+      self._flushed_at = time.time()
+    if self._tb is not None:
+      self._tb.flush()
+
   def close(self) -> None:
+    if not self._open:
+      return
+    self.flush()
     if self._f is not None:
       self._f.close()
       self._f = None
     if self._tb is not None:
       self._tb.close()
       self._tb = None
+    self._open = False

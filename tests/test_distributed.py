@@ -3,22 +3,23 @@ jax.distributed (gloo CPU collectives), each with one CPU device, through launch
 
 - a 2-process run that is killed (-9, in both processes, after a checkpoint) and run
   again finishes with bitwise the final parameters of the uninterrupted 2-process run,
-  and its losses match a 1-process run on 2 virtual devices;
+  with its workdir on a local disk and in a gs:// bucket (a local Cloud Storage
+  emulator), and its losses match a 1-process run on 2 virtual devices;
 - a missing host is one line and exit status 1, not a hang;
 - inconsistent cluster flags are one line and exit status 2.
 """
-import json
 import os
 import socket
 import subprocess
 import sys
+import uuid
 
 import jax
 import numpy as np
 import orbax.checkpoint as ocp
 import pytest
 
-from seqlab import distributed
+from seqlab import distributed, storage, writer
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 WORKER = os.path.join(ROOT, 'tests', 'two_process_worker.py')
@@ -73,7 +74,7 @@ def run_two(workdir, kill_at=0, timeout=120):
 
 def final_state(workdir):
   """The train state saved at the last step, read on this process's first device."""
-  path = os.path.join(workdir, POINT, 'checkpoints', str(STEPS), 'default')
+  path = storage.abspath(os.path.join(workdir, POINT, 'checkpoints', str(STEPS), 'default'))
   ckpt = ocp.StandardCheckpointer()
   meta = ckpt.metadata(path)
   meta = getattr(meta, 'item_metadata', meta)
@@ -83,34 +84,35 @@ def final_state(workdir):
 
 
 def losses(workdir):
-  with open(os.path.join(workdir, POINT, 'metrics.jsonl')) as f:
-    rows = [json.loads(line) for line in f]
+  rows = writer.read_jsonl(os.path.join(workdir, POINT, 'metrics.jsonl'))
   return {r['step']: r['loss'] for r in rows if 'loss' in r}
 
 
-def test_two_processes_killed_and_resumed_match_uninterrupted(tmp_path):
-  whole, cut = str(tmp_path / 'whole'), str(tmp_path / 'cut')
+def test_two_processes_killed_and_resumed_match_uninterrupted(tmp_path, gcs_bucket):
+  whole = str(tmp_path / 'whole')
   codes, outs = run_two(whole)
   assert codes == [0, 0], outs
   assert 'process 0 of 2; 1 local / 2 global cpu devices' in outs[0]
+  a, la = final_state(whole), losses(whole)
 
-  codes, outs = run_two(cut, kill_at=KILL_AT)
-  assert codes == [-9, -9], outs  # both killed by SIGKILL, mid-run
-  assert not os.path.exists(os.path.join(cut, POINT, 'result.json'))
-  assert os.path.isdir(os.path.join(cut, POINT, 'checkpoints', str(EVERY)))
-  codes, outs = run_two(cut)
-  assert codes == [0, 0], outs
-  assert f'resuming from checkpoint step {EVERY}' in outs[0]
+  # Killed and resumed, with the workdir on this disk and then in a bucket.
+  for cut in (str(tmp_path / 'cut'), f'{gcs_bucket[0]}/{uuid.uuid4().hex[:8]}/cut'):
+    codes, outs = run_two(cut, kill_at=KILL_AT)
+    assert codes == [-9, -9], outs  # both killed by SIGKILL, mid-run
+    assert not storage.exists(os.path.join(cut, POINT, 'result.json'))
+    assert storage.isdir(os.path.join(cut, POINT, 'checkpoints', str(EVERY)))
+    codes, outs = run_two(cut)
+    assert codes == [0, 0], outs
+    assert f'resuming from checkpoint step {EVERY}' in outs[0], cut
 
-  a, b = final_state(whole), final_state(cut)
-  assert int(a['step']) == int(b['step']) == STEPS
-  for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
-    np.testing.assert_array_equal(x, y)
-  la, lb = losses(whole), losses(cut)
-  assert sorted(la) == sorted(lb) == list(range(1, STEPS + 1))  # no step twice
-  assert la == lb
-  with open(os.path.join(cut, 'results.jsonl')) as f:
-    assert len(f.readlines()) == 1  # process 0 alone writes results
+    b = final_state(cut)
+    assert int(a['step']) == int(b['step']) == STEPS
+    for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
+      np.testing.assert_array_equal(x, y)
+    lb = losses(cut)
+    assert sorted(la) == sorted(lb) == list(range(1, STEPS + 1))  # no step twice
+    assert la == lb
+    assert len(writer.read_jsonl(os.path.join(cut, 'results.jsonl'))) == 1  # process 0 writes
 
   # The same run in one process on 2 virtual devices: same losses to float tolerance.
   one = str(tmp_path / 'one')

@@ -1,0 +1,42 @@
+"""A local Cloud Storage server for the tests: gcp-storage-emulator, in memory, with
+the one header it lacks and tensorstore (orbax's array store) needs.
+
+  python tests/gcs_emulator.py PORT BUCKET
+
+Real Cloud Storage sends an object's generation as `x-goog-generation` on every media
+download; tensorstore reads it to version what it caches. The emulator does not send
+it, and tensorstore then fails a checkpoint write ("Malformed StorageGeneration")
+whenever it re-reads an OCDBT manifest it has just written (about one save in six).
+"""
+import sys
+import time
+
+from gcp_storage_emulator.handlers import objects
+
+_download = objects.download
+
+
+def download(request, response, storage, *args, **kwargs):
+  _download(request, response, storage, *args, **kwargs)
+  try:
+    obj = storage.get_file_obj(request.params['bucket_name'], request.params['object_id'])
+  except Exception:  # not found: the wrapped handler already answered 404
+    return
+  response['x-goog-generation'] = obj['generation']
+  response['x-goog-metageneration'] = obj['metageneration']
+
+
+objects.download = download  # before server.py builds its route table from it
+
+from gcp_storage_emulator import server  # noqa: E402
+
+
+def main(port: int, bucket: str) -> None:
+  s = server.create_server('localhost', port, in_memory=True, default_bucket=bucket)
+  s.start()
+  while True:
+    time.sleep(3600)
+
+
+if __name__ == '__main__':
+  main(int(sys.argv[1]), sys.argv[2])
