@@ -1,11 +1,10 @@
 """The throughput harness: result fields, baseline ratios, slope and crossover maths,
 and the study end to end at tiny sizes (no timing thresholds: the machine is shared)."""
-import math
 
 import ml_collections
 import pytest
 
-from seqlab import benchmark, plots_throughput, sweep, writer
+from seqlab import benchmark, plots_throughput, sweep
 
 TINY = benchmark.BenchConfig(hidden=8, heads=2, batch=2, steps=2, warmup=1, max_step_s=60)
 

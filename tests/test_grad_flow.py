@@ -1,12 +1,11 @@
 """The gradient-flow study end to end at toy size: results, figures, resume, vmap."""
 import os
 
-import jax
 import numpy as np
 import pytest
 
 from experiments import grad_flow as grad_flow_config
-from seqlab import grad_flow, plots_grad_flow, sweep, tasks, train, writer
+from seqlab import grad_flow, sweep, tasks, train, writer
 
 
 def tiny_config():

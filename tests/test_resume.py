@@ -126,7 +126,7 @@ def test_nonfinite_stops_with_diverged_at_step_and_keeps_good_checkpoint(tmp_pat
   result = writer.read_json(os.path.join(tmp_path, 'result.json'))
   step = result['diverged_at_step']
   assert isinstance(step, int) and 1 < step < 50 and result['final_loss'] is None
-  assert f'non-finite loss' in err and f'at step {step};' in err
+  assert 'non-finite loss' in err and f'at step {step};' in err
   state, good = _restore(tmp_path, over)
   assert good < step
   assert all(np.isfinite(np.asarray(x)).all() for x in jax.tree.leaves(state['params']))

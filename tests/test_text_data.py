@@ -1,5 +1,4 @@
 """Loading text through `datasets` from files the tests write; (seed, step) batches; sharding."""
-import os
 
 import numpy as np
 import pytest
