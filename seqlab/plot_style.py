@@ -8,6 +8,7 @@ Plots read only results files (results.jsonl, metrics.jsonl), never training sta
 from __future__ import annotations
 
 import io
+import math
 import os
 
 import matplotlib
@@ -28,13 +29,15 @@ MODEL_COLORS = {
     'transformer': '#CC79A7',  # purple
     'lru': '#E69F00',          # orange
     'mingru': '#56B4E9',       # sky blue
-    'flax_lstm': '#555555',    # baselines in greys
+    'attention': '#CC79A7',    # the attention layer alone: the transformer's colour
+    'flax_lstm': '#444444',    # baselines in greys, each with its own marker
     'torch_lstm': '#999999',
-    'jax_attention': '#555555',
+    'jax_attention': '#444444',
     'torch_sdpa': '#999999',
 }
 MODEL_MARKERS = {'rnn': 'o', 'lstm': 's', 'gru': '^', 'transformer': 'D', 'lru': 'v',
-                 'mingru': 'P'}
+                 'mingru': 'P', 'attention': 'd', 'flax_lstm': 'x', 'torch_lstm': '+',
+                 'jax_attention': '1', 'torch_sdpa': '*'}
 _EXTRA = ['#000000', '#F0E442', '#7F7F7F', '#8C564B']
 
 
@@ -90,3 +93,20 @@ def log_ticks(ax, values, axis: str = 'x') -> None:
   a.set_major_locator(FixedLocator(vals))
   a.set_major_formatter(FixedFormatter([f'{v:g}' for v in vals]))
   a.set_minor_locator(NullLocator())
+
+
+def plain_log_labels(ax, axis: str = 'y') -> None:
+  """Labels a log axis 20, 300, 4k, 2M instead of 2x10^1, 3x10^2 ... (major and minor)."""
+  from matplotlib.ticker import FuncFormatter
+
+  def fmt(v, _):
+    for scale, suffix in ((1e9, 'G'), (1e6, 'M'), (1e3, 'k')):
+      if v >= scale:
+        return f'{v / scale:g}{suffix}'
+    return f'{v:g}'
+  def fmt_minor(v, pos):  # only 2, 3 and 5 x 10^k among the minor ticks, so labels do not crowd
+    mantissa = v / 10 ** math.floor(math.log10(v)) if v > 0 else 0
+    return fmt(v, pos) if any(abs(mantissa - m) < 1e-6 for m in (2, 3, 5)) else ''
+  a = ax.xaxis if axis == 'x' else ax.yaxis
+  a.set_major_formatter(FuncFormatter(fmt))
+  a.set_minor_formatter(FuncFormatter(fmt_minor))

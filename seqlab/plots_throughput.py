@@ -26,7 +26,8 @@ def _series(rows, key):
 
 def fitted_slope(points) -> float:
   """Slope of log(y) on log(T) over the longer half of the points (at least 2)."""
-  pts = points[len(points) // 2 - (len(points) % 2 == 0 and len(points) > 2):]
+  start = len(points) // 2 - (len(points) % 2 == 0 and len(points) > 2)
+  pts = points[max(0, min(start, len(points) - 2)):]
   if len(pts) < 2:
     return float('nan')
   x, y = np.log([p[0] for p in pts]), np.log([p[1] for p in pts])
@@ -67,22 +68,36 @@ def plot_all(workdir: str) -> list[str]:
   attn = _pick(models, ['attention:blocked', 'attention:einsum', 'transformer'])
   lstm = _pick(models, ['lstm:fused', 'lstm'])
   cross = crossover_t(rows, attn, lstm) if attn and lstm else None
+  baselines = ('flax_lstm', 'jax_attention', 'torch_lstm', 'torch_sdpa')
+  # Colour and marker by model; line by implementation: the reference solid, the fast
+  # variants (fused, blocked, parallel) dashed, the others (einsum, sequential) dash-dot,
+  # baselines dotted.
+  def linestyle(m):
+    if m in baselines:
+      return ':'
+    impl = m.split(':', 1)[1] if ':' in m else ''
+    return '-' if not impl else '-.' if impl in ('einsum', 'sequential') else '--'
+
   style = lambda m: dict(color=plot_style.color(m), marker=plot_style.marker(m),
-                         linestyle='--' if ':' in m or m in ('flax_lstm', 'jax_attention',
-                                                             'torch_lstm', 'torch_sdpa') else '-')
+                         linestyle=linestyle(m))
+  seq_lens = sorted({r['seq_len'] for r in rows if r.get('status') == 'ok'})
+  outside = dict(loc='upper left', bbox_to_anchor=(1.02, 1.0), fontsize=6, frameon=False)
   paths = []
   fig, axes = plt.subplots(1, 2, figsize=plot_style.WIDE)
+  fig.subplots_adjust(wspace=0.35)
   for ax, key, title in zip(axes, ['tokens_per_s_train', 'tokens_per_s_infer'],
                             ['train step', 'inference']):
     for m, pts in sorted(_series(rows, key).items()):
       ax.plot(*zip(*pts), label=m, **style(m))
     ax.set(xscale='log', yscale='log', xlabel='sequence length T', ylabel='tokens / s',
            title=title)
+    plot_style.log_ticks(ax, seq_lens)
+    plot_style.plain_log_labels(ax)
     if cross:
       ax.axvline(cross, color='k', linewidth=0.8, linestyle=':')
       ax.annotate(f'{attn} slower than {lstm}\nfrom T≈{cross:.0f}', (cross, ax.get_ylim()[0]),
                   fontsize=6, xytext=(3, 3), textcoords='offset points')
-  axes[1].legend(fontsize=5, loc='best')
+  axes[1].legend(**outside)
   paths += plot_style.save(fig, os.path.join(figdir, 'throughput_a'))
   fig, ax = plt.subplots(figsize=plot_style.COLUMN)
   for m, pts in sorted(_series(rows, 'step_ms').items()):
@@ -90,13 +105,17 @@ def plot_all(workdir: str) -> list[str]:
   if cross:
     ax.axvline(cross, color='k', linewidth=0.8, linestyle=':')
   ax.set(xscale='log', yscale='log', xlabel='sequence length T', ylabel='train step (ms)')
-  ax.legend(fontsize=5)
+  plot_style.log_ticks(ax, seq_lens)
+  plot_style.plain_log_labels(ax)
+  ax.legend(**outside)
   paths += plot_style.save(fig, os.path.join(figdir, 'throughput_b'))
   fig, ax = plt.subplots(figsize=plot_style.COLUMN)
   for m, pts in sorted(_series(rows, 'peak_memory_bytes').items()):
     ax.plot([p[0] for p in pts], [p[1] / 2 ** 20 for p in pts], label=m, **style(m))
   ax.set(xscale='log', yscale='log', xlabel='sequence length T',
          ylabel='peak memory, train step (MiB)')
-  ax.legend(fontsize=5)
+  plot_style.log_ticks(ax, seq_lens)
+  plot_style.plain_log_labels(ax)
+  ax.legend(**outside)
   paths += plot_style.save(fig, os.path.join(figdir, 'throughput_c'))
   return paths

@@ -1,7 +1,10 @@
 """The throughput harness: result fields, baseline ratios, slope and crossover maths,
 and the study end to end at tiny sizes (no timing thresholds: the machine is shared)."""
 
+import math
+
 import ml_collections
+import numpy as np
 import pytest
 
 from seqlab import benchmark, plots_throughput, sweep
@@ -61,6 +64,12 @@ def test_baseline_ratios():
 def test_slope_and_crossover():
   pts = [(t, 3.0 * t ** 2) for t in (64, 256, 1024, 4096)]
   assert plots_throughput.fitted_slope(pts) == pytest.approx(2.0)
+  # The longer half only: T + T^2/512 has slope ~1 at short T and ~2 at long T.
+  mixed = [(t, t + t * t / 512) for t in (64, 256, 4096, 16384)]
+  all_points = np.polyfit(np.log([p[0] for p in mixed]), np.log([p[1] for p in mixed]), 1)[0]
+  assert all_points + 0.1 < plots_throughput.fitted_slope(mixed) < 2.0
+  assert plots_throughput.fitted_slope([(64, 1.0), (256, 4.0)]) == pytest.approx(1.0)  # 2 points
+  assert math.isnan(plots_throughput.fitted_slope([(64, 1.0)]))
   rows = [dict(model='a', seq_len=t, status='ok', tokens_per_s_train=1e6 / t)
           for t in (100, 1000)] + \
          [dict(model='l', seq_len=t, status='ok', tokens_per_s_train=1e3) for t in (100, 1000)]
