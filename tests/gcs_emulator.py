@@ -6,7 +6,8 @@ the one header it lacks and tensorstore (orbax's array store) needs.
 Real Cloud Storage sends an object's generation as `x-goog-generation` on every media
 download; tensorstore reads it to version what it caches. The emulator does not send
 it, and tensorstore then fails a checkpoint write ("Malformed StorageGeneration")
-whenever it re-reads an OCDBT manifest it has just written (about one save in six).
+at times, apparently when it re-reads an OCDBT manifest it has written (8 of 60 saves in a
+stress run of 20 managers x 3 saves; 0 of 60 with this header).
 """
 import sys
 import time
