@@ -130,10 +130,9 @@ def jax_process_index() -> int:
 def main(argv):
   if len(argv) > 1:
     fail(f'unexpected arguments {argv[1:]}; flags take the form --name=value')
-  from seqlab import distributed, sweep
+  from seqlab import distributed, storage, sweep
   config = build_config()
   workdir = FLAGS.workdir or os.path.join('runs', config_name())
-  from seqlab import storage
   try:
     storage.check(workdir)
   except storage.SchemeError as e:

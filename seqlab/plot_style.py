@@ -104,6 +104,7 @@ def plain_log_labels(ax, axis: str = 'y') -> None:
       if v >= scale:
         return f'{v / scale:g}{suffix}'
     return f'{v:g}'
+
   def fmt_minor(v, pos):  # only 2, 3 and 5 x 10^k among the minor ticks, so labels do not crowd
     mantissa = v / 10 ** math.floor(math.log10(v)) if v > 0 else 0
     return fmt(v, pos) if any(abs(mantissa - m) < 1e-6 for m in (2, 3, 5)) else ''

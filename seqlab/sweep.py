@@ -118,10 +118,11 @@ def open_workdir(config, workdir: str, override: bool = False) -> None:
   """Locks `workdir` for this process and checks it was made by the same command.
 
   A second launch on a locked workdir fails (fcntl.flock, released by the kernel
-  when the holder exits, even on kill -9); a bucket (gs://) has no locks. The workdir's config.json must equal the
-  new config except for the sweep axes (they may grow or shrink: a point's own
-  config is the rest plus its axis values); --override accepts a different config,
-  keeping finished points and checkpoints made under the old one."""
+  when the holder exits, even on kill -9); a bucket (gs://) has no locks. The
+  workdir's config.json must equal the new config except for the sweep axes (they
+  may grow or shrink: a point's own config is the rest plus its axis values);
+  --override accepts a different config, keeping finished points and checkpoints
+  made under the old one."""
   import fcntl
   import json
   if not writer.is_writer():

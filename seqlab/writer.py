@@ -12,7 +12,6 @@ import json
 import math
 import os
 import tempfile
-
 import time
 
 import jax
@@ -142,7 +141,8 @@ class MetricWriter:
     self._dirty = False
     self._flushed_at = time.time()
     self._flush_every_s = flush_every_s
-    if is_writer():
+    self._open = is_writer()   # only process 0 writes
+    if self._open:
       if self._bucket:
         if storage.exists(self.path):
           self._text = storage.read_text(self.path)
@@ -154,7 +154,6 @@ class MetricWriter:
       if tensorboard:
         import tensorboardX
         self._tb = tensorboardX.SummaryWriter(os.path.join(workdir, 'tb'))
-    self._open = is_writer()
 
   def write(self, step: int, metrics: dict) -> None:
     if not self._open:

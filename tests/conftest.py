@@ -1,17 +1,17 @@
 """8 virtual CPU devices, set before jax is imported, so sharding code is tested
-without hardware. Tests that do not ask for a mesh use 1 device."""
+without hardware. Tests that do not ask for a mesh use 1 device. Also a local Cloud
+Storage emulator for the gs:// workdir tests (the gcs_bucket fixture)."""
 import os
+import socket
+import subprocess
 import sys
+import time
+
+import pytest
 
 os.environ.setdefault('XLA_FLAGS', '--xla_force_host_platform_device_count=8')
 os.environ.setdefault('JAX_PLATFORMS', 'cpu')
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-import socket
-import subprocess
-import time
-
-import pytest
 
 # gcsfs asks real Cloud Storage for a bucket's type over gRPC (60 s timeouts against
 # the local emulator below); read when gcsfs is imported, so set before any test runs.

@@ -9,10 +9,12 @@ import uuid
 
 import jax
 import jax.numpy as jnp
+import ml_collections
 import numpy as np
 import pytest
 
-from seqlab import checkpoint, plot_style, plots_long_range, storage, sweep, writer
+from seqlab import (checkpoint, plot_style, plots_long_range, storage, sweep, tasks, train,
+                    writer)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -173,10 +175,7 @@ def test_sigterm_then_resume_in_a_bucket_is_bitwise_the_local_run(gcs_bucket, gs
 
 
 def _restore(point_dir):
-  from seqlab import tasks, train
-  c = writer.read_json(f'{point_dir}/config.json')
-  import ml_collections
-  c = ml_collections.ConfigDict(c)
+  c = ml_collections.ConfigDict(writer.read_json(f'{point_dir}/config.json'))
   task = tasks.build(c.task)
   cfg = train.model_config(c, task, int(c.task.seq_len))
   _, state = train.init_state(cfg, int(c.seed), train.make_optimizer(c.train))
