@@ -15,8 +15,8 @@ touched. The forward keeps only the output and the log-sum-exp per query; the
 `jax.custom_vjp` backward recomputes each block's probabilities from them:
   dV_j = sum_i P_ij^T dO_i,  dS_ij = P_ij * (dO_i V_j^T - rowsum(dO_i * O_i)),
   dQ_i = sum_j dS_ij K_j,    dK_j = sum_i dS_ij^T Q_i,
-in two passes (one over query blocks for dQ, one over key blocks for dK and dV), so
-memory grows as T, not T^2, and autodiff never stores per-block intermediates.
+in one pass over key blocks (dQ carried whole and updated block by block), so memory
+grows as T, not T^2, and autodiff never stores per-block intermediates.
 """
 from __future__ import annotations
 
@@ -84,35 +84,37 @@ def _flash_fwd(q_blocks, k_blocks, v_blocks, s_len, causal):
 
 
 def _flash_bwd(s_len, causal, res, do_blocks):
+  """One pass over key blocks j; for each, the query blocks i that see it. Everything
+  is formed transposed, [C, Q] per block pair, so that dV_j += P^T dO_i and
+  dK_j += dS^T Q_i are plain (row-major) products; only dQ_i += dS K_j contracts the
+  first axis. dQ is carried whole and updated in place, block i at a time. 4 of the 5
+  products per pair thus go to XLA:CPU's fast small-matrix path, and the scores and
+  dO V^T are formed once per pair (two passes formed them twice)."""
   q_blocks, k_blocks, v_blocks, o_blocks, lse = res
   nq, nk, blk = q_blocks.shape[0], k_blocks.shape[0], q_blocks.shape[2]
   delta = jnp.sum(do_blocks * o_blocks, -1)              # rowsum(dO * O): [nq, M, Q]
 
-  def probs_and_dlogits(qi, kj):
-    s_MxQxC = jnp.einsum('mqk,mck->mqc', q_blocks[qi], k_blocks[kj])
-    p = jnp.where(_mask_QxC(qi, kj, blk, s_len, causal),
-                  jnp.exp(s_MxQxC - lse[qi][..., None]), 0.0)
-    dp = jnp.einsum('mqk,mck->mqc', do_blocks[qi], v_blocks[kj])
-    return p, p * (dp - delta[qi][..., None])
+  def key_block(dq_all, kj):
+    k_MxCxK, v_MxCxK = k_blocks[kj], v_blocks[kj]
 
-  def dq_block(qi):
-    def body(kj, dq):
-      _, ds = probs_and_dlogits(qi, kj)
-      return dq + jnp.einsum('mqc,mck->mqk', ds, k_blocks[kj])
-    return lax.fori_loop(0, _key_range(qi, nk, causal), body, jnp.zeros_like(q_blocks[qi]))
+    def query_block(qi, carry):
+      dk, dv, dq_all = carry
+      q_MxQxK, do_MxQxK = q_blocks[qi], do_blocks[qi]
+      s_MxCxQ = jnp.einsum('mck,mqk->mcq', k_MxCxK, q_MxQxK)
+      p = jnp.where(_mask_QxC(qi, kj, blk, s_len, causal).T,
+                    jnp.exp(s_MxCxQ - lse[qi][:, None, :]), 0.0)
+      dp_MxCxQ = jnp.einsum('mck,mqk->mcq', v_MxCxK, do_MxQxK)
+      ds = p * (dp_MxCxQ - delta[qi][:, None, :])
+      dq_all = dq_all.at[qi].add(jnp.einsum('mcq,mck->mqk', ds, k_MxCxK))
+      return (dk + jnp.einsum('mcq,mqk->mck', ds, q_MxQxK),
+              dv + jnp.einsum('mcq,mqk->mck', p, do_MxQxK), dq_all)
 
-  def dkv_block(kj):
-    def body(qi, carry):
-      dk, dv = carry
-      p, ds = probs_and_dlogits(qi, kj)
-      return (dk + jnp.einsum('mqc,mqk->mck', ds, q_blocks[qi]),
-              dv + jnp.einsum('mqc,mqk->mck', p, do_blocks[qi]))
     first = kj if causal else 0        # causal: query blocks before kj never see it
-    return lax.fori_loop(first, nq, body,
-                         (jnp.zeros_like(k_blocks[kj]), jnp.zeros_like(v_blocks[kj])))
+    dk, dv, dq_all = lax.fori_loop(first, nq, query_block,
+                                   (jnp.zeros_like(k_MxCxK), jnp.zeros_like(v_MxCxK), dq_all))
+    return dq_all, (dk, dv)
 
-  dq = lax.map(dq_block, jnp.arange(nq))
-  dk, dv = lax.map(dkv_block, jnp.arange(nk))
+  dq, (dk, dv) = lax.scan(key_block, jnp.zeros_like(q_blocks), jnp.arange(nk))
   return dq, dk, dv
 
 
