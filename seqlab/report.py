@@ -213,6 +213,10 @@ def command_for(name: str, scale: str, workdir: str) -> str:
           f'--workdir={os.path.join(workdir, name)}')
 
 
+def _count_rows(path: str) -> int:
+  return len(writer.read_jsonl(path)) if storage.exists(path) else 0
+
+
 def run(config, workdir: str) -> dict:
   """Runs (or, with redraw_only, only redraws) every section, then writes the report."""
   from seqlab import sweep
@@ -222,10 +226,13 @@ def run(config, workdir: str) -> dict:
     for name, title, exp, _ in sections:
       sub = load_experiment(exp, config.scale)
       sweep.validate(sub)
+      results = os.path.join(workdir, name, 'results.jsonl')
+      before = _count_rows(results)
       t0 = time.time()
       print(f'== report: running {name} ({exp}.py:{config.scale}) ==', flush=True)
       sweep.study_fn(sub.get('study', 'train'))(sub, os.path.join(workdir, name))
-      timings[name] = time.time() - t0
+      if _count_rows(results) != before:   # a study with nothing left to run keeps its time
+        timings[name] = time.time() - t0
   # wall times survive a redraw: the last run's time per study, kept beside the report
   path = os.path.join(workdir, 'timings.json')
   timings = {**(writer.read_json(path) if storage.exists(path) else {}), **timings}

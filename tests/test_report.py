@@ -5,7 +5,7 @@ import os
 
 import ml_collections
 
-from seqlab import plots_long_range, report, writer
+from seqlab import plots_long_range, report, sweep, writer
 
 
 def fake_sweep(workdir):
@@ -58,3 +58,15 @@ def test_report_redraws_from_results_only_and_embeds_figures(tmp_path):
   png = open(tmp_path / 'long_range' / 'figures' / 'long_range.png', 'rb').read()
   assert base64.b64encode(png).decode() in html  # self-contained
   assert '<table>' in html and '<h2>Long-range capability</h2>' in html
+
+
+def test_report_keeps_a_study_time_when_nothing_was_left_to_run(tmp_path, monkeypatch):
+  def study_adding_a_row(config, workdir):
+    fake_sweep(workdir)
+  monkeypatch.setattr(sweep, 'study_fn', lambda name: study_adding_a_row)
+  c = ml_collections.ConfigDict(dict(scale='quick', redraw_only=False, sections=['long_range']))
+  report.run(c, str(tmp_path))
+  first = writer.read_json(str(tmp_path / 'timings.json'))['long_range']
+  monkeypatch.setattr(sweep, 'study_fn', lambda name: lambda config, workdir: None)
+  report.run(c, str(tmp_path))   # every point done: the study adds no row
+  assert writer.read_json(str(tmp_path / 'timings.json'))['long_range'] == first
