@@ -2,13 +2,21 @@
 
 Both are h_t = a_t * h_{t-1} + b_t, elementwise: a bank of first-order IIR filters
 whose impulse response is prod(a)^t. Because the map h -> a h + b composes
-associatively, (a1, b1) then (a2, b2) = (a1 a2, a2 b1 + b2), the whole sequence can be
+associatively, (a1, b1) then (a2, b2) = (a1 a2, a2 b1 + b2), the sequence can be
 computed with `jax.lax.associative_scan` in O(log T) depth (Blelloch 1990; Martin &
 Cundy 2018) as well as with the sequential `jax.lax.scan` kept as the reference.
+'parallel' runs the associative scan inside fixed chunks of CHUNK steps and carries the
+state across chunks sequentially (depth log2 CHUNK + T / CHUNK), with the adjoint
+recurrence as a hand-written backward. Against one associative scan over the whole
+sequence, differentiated by JAX (train step of one layer, B=32, width 256, this 2-core
+CPU): LRU 1.29x faster at T=1024 and 1.40x at 4096, minGRU 1.05-1.08x; compile time
+at T=4096 over T=64 1.17x / 1.13x, where it was 1.9x / 2.1x (jax unrolls log2 T levels).
 
 Shape letters: B batch, T time, D features (model width), N recurrent state size.
 """
 from __future__ import annotations
+
+import functools
 
 import jax
 import jax.numpy as jnp
@@ -17,6 +25,7 @@ from flax import nnx
 
 Array = jax.Array
 SCAN_IMPLS = ('sequential', 'parallel')
+CHUNK = 64   # steps per chunk of the parallel scan
 
 
 # ------------------------------------------------------------------------------ scans
@@ -28,8 +37,10 @@ def _combine(left, right):
 
 
 def linear_scan(a_BxTxN: Array, b_BxTxN: Array, h0_BxN: Array | None = None,
-                impl: str = 'parallel') -> Array:
-  """h_t = a_t * h_{t-1} + b_t for t = 1..T from h_0 = h0 (zeros if None): [B, T, N]."""
+                impl: str = 'parallel', chunk: int = CHUNK) -> Array:
+  """h_t = a_t * h_{t-1} + b_t for t = 1..T from h_0 = h0 (zeros if None): [B, T, N].
+  impl 'sequential': lax.scan (the reference, differentiated by JAX); 'parallel':
+  parallel_scan (associative scans in chunks, with a hand-written backward)."""
   if impl not in SCAN_IMPLS:
     raise ValueError(f'unknown scan_impl {impl!r}; allowed: {", ".join(SCAN_IMPLS)}')
   dtype = jnp.result_type(a_BxTxN, b_BxTxN)
@@ -43,10 +54,73 @@ def linear_scan(a_BxTxN: Array, b_BxTxN: Array, h0_BxN: Array | None = None,
     _, h_TxBxN = jax.lax.scan(body, h0_BxN, (jnp.swapaxes(a_BxTxN, 0, 1).astype(dtype),
                                              jnp.swapaxes(b_BxTxN, 0, 1)))
     return jnp.swapaxes(h_TxBxN, 0, 1)
-  # The initial state enters as b_1 <- a_1 h_0 + b_1; the scan then starts from zero.
-  b_BxTxN = b_BxTxN.astype(dtype).at[:, 0].add(a_BxTxN[:, 0] * h0_BxN)
-  _, h_BxTxN = jax.lax.associative_scan(_combine, (a_BxTxN.astype(dtype), b_BxTxN), axis=1)
-  return h_BxTxN
+  return parallel_scan(a_BxTxN.astype(dtype), b_BxTxN.astype(dtype), h0_BxN, chunk)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(3,))
+def parallel_scan(a_BxTxN: Array, b_BxTxN: Array, h0_BxN: Array, chunk: int = CHUNK) -> Array:
+  """h_t = a_t h_{t-1} + b_t by _chunked_scan, with the adjoint recurrence as its
+  backward. For the cotangents g_t of h_t from outside, the total cotangent of h_t
+  through all later steps obeys lambda_t = g_t + a_{t+1} lambda_{t+1}: the same linear
+  recurrence run backwards, so one more chunked scan, then db_t = lambda_t,
+  da_t = lambda_t h_{t-1} and dh_0 = a_1 lambda_1 (JAX's VJP is the transpose of the
+  linear map, unconjugated, so this holds for the complex LRU states too). Autodiff of
+  the chunked scan instead carried the cotangents of the running products of a through
+  every level of the associative scan."""
+  return _chunked_scan(*_chunks(a_BxTxN, b_BxTxN, chunk), h0_BxN)[:, :b_BxTxN.shape[1]]
+
+
+def _parallel_scan_fwd(a_BxTxN, b_BxTxN, h0_BxN, chunk):
+  h_BxTxN = _chunked_scan(*_chunks(a_BxTxN, b_BxTxN, chunk), h0_BxN)[:, :b_BxTxN.shape[1]]
+  return h_BxTxN, (a_BxTxN, h0_BxN, h_BxTxN)
+
+
+def _parallel_scan_bwd(chunk, res, g_BxTxN):
+  a_BxTxN, h0_BxN, h_BxTxN = res
+  t = g_BxTxN.shape[1]
+  # the adjoint runs from the end with a_{t+1} (a_{T+1} = 1): flipped, a forward scan
+  a_next_BxTxN = jnp.pad(a_BxTxN[:, 1:], ((0, 0), (0, 1), (0, 0)), constant_values=1)
+  a_next, g = _chunks(a_next_BxTxN[:, ::-1], g_BxTxN[:, ::-1], chunk)
+  lam_BxTxN = _chunked_scan(a_next, g, jnp.zeros_like(h0_BxN))[:, :t][:, ::-1]
+  h_prev_BxTxN = jnp.concatenate([h0_BxN[:, None], h_BxTxN[:, :-1]], axis=1)
+  return lam_BxTxN * h_prev_BxTxN, lam_BxTxN, a_BxTxN[:, 0] * lam_BxTxN[:, 0]
+
+
+parallel_scan.defvjp(_parallel_scan_fwd, _parallel_scan_bwd)
+
+
+def _chunks(a_BxTxN, b_BxTxN, chunk):
+  """Both as [B, T / C, C, N] chunks of C = min(chunk, T) steps, the tail padded with
+  the identity (a = 1, b = 0)."""
+  bsz, t, n = b_BxTxN.shape
+  c = min(chunk, t)
+  nc = -(-t // c)
+  pad = ((0, 0), (0, nc * c - t), (0, 0))
+  a = jnp.pad(a_BxTxN, pad, constant_values=1)
+  b = jnp.pad(b_BxTxN, pad)
+  return a.reshape(bsz, nc, c, n), b.reshape(bsz, nc, c, n)
+
+
+def _chunked_scan(a_BxKxCxN, b_BxKxCxN, h0_BxN):
+  """The parallel scan in two levels (as in Mamba-2's chunked scan, Dao & Gu 2024):
+  an associative scan inside every chunk at once, then a sequential scan over the
+  T / C chunk ends carrying the state from chunk to chunk. Returns h [B, K C, N].
+
+  Depth log2(C) + T / C. The point of the fixed C: jax traces associative_scan as
+  log2(length) unrolled levels, so a whole-sequence scan's program (and compile time)
+  grew with T.
+  """
+  bsz, nc, c, n = b_BxKxCxN.shape
+  # within chunk k: h = A h_(entering k) + H, A the running product of a
+  a_cum, h_loc = jax.lax.associative_scan(_combine, (a_BxKxCxN, b_BxKxCxN), axis=2)
+
+  def carry(h_BxN, ends):                     # the state entering each chunk
+    a_end_BxN, h_end_BxN = ends
+    return a_end_BxN * h_BxN + h_end_BxN, h_BxN
+  _, h_in_KxBxN = jax.lax.scan(carry, h0_BxN, (jnp.swapaxes(a_cum[:, :, -1], 0, 1),
+                                               jnp.swapaxes(h_loc[:, :, -1], 0, 1)))
+  h_BxKxCxN = a_cum * jnp.swapaxes(h_in_KxBxN, 0, 1)[:, :, None] + h_loc
+  return h_BxKxCxN.reshape(bsz, nc * c, n)
 
 
 # ---------------------------------------------------------------------------------- LRU
