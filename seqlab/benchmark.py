@@ -14,7 +14,8 @@ Baselines, same shapes: 'flax_lstm' (nnx.RNN over nnx.OptimizedLSTMCell),
 Train step = forward + backward + optax Adam update; inference = forward.
 Times are the median of `steps` timed calls after warm-up, each ended by
 block_until_ready; compile time is jit(...).lower(...).compile() timed alone, after
-the inputs are ready (so no pending computation shares the cores with the compiler).
+the inputs are ready (so no pending computation shares the cores with the compiler),
+with jax's persistent compilation cache off.
 """
 from __future__ import annotations
 
@@ -197,6 +198,18 @@ def _check_fits(compiled) -> None:
                       f'device has {have / 2**30:.1f} GiB available; not run')
 
 
+def _compile_uncached(fn, *args):
+  """jit(fn).lower(*args).compile(), never served from jax's persistent compilation
+  cache: a report run turns that cache on for the grad_flow study in the same process,
+  and a hit (~0.05 s) would be recorded as the compile time."""
+  was = jax.config.jax_enable_compilation_cache
+  jax.config.update('jax_enable_compilation_cache', False)
+  try:
+    return jax.jit(fn).lower(*args).compile()
+  finally:
+    jax.config.update('jax_enable_compilation_cache', was)
+
+
 def measure_jax(name: str, bc: BenchConfig, seq_len: int) -> dict:
   layer = build_layer(name, bc)
   graphdef, params, rest = nnx.split(layer, nnx.Param, ...)
@@ -219,15 +232,19 @@ def measure_jax(name: str, bc: BenchConfig, seq_len: int) -> dict:
     return nnx.merge(graphdef, params, rest)(e)
 
   t0 = time.perf_counter()
-  train_c = jax.jit(train_step).lower(params, opt_state, e_BxTxD).compile()
+  train_c = _compile_uncached(train_step, params, opt_state, e_BxTxD)
   compile_s = time.perf_counter() - t0
-  infer_c = jax.jit(infer).lower(params, e_BxTxD).compile()
-  _check_fits(train_c)
-  _check_fits(infer_c)
-  step_s = _median_time(train_c, (params, opt_state, e_BxTxD), bc)
-  infer_s = _median_time(infer_c, (params, e_BxTxD), bc)
-  return dict(step_s=step_s, infer_s=infer_s, compile_s=compile_s,
-              peak_memory_bytes=_memory_bytes(train_c))
+  infer_c = _compile_uncached(infer, params, e_BxTxD)
+  compiled = dict(compile_s=compile_s, peak_memory_bytes=_memory_bytes(train_c))
+  try:
+    _check_fits(train_c)
+    _check_fits(infer_c)
+    step_s = _median_time(train_c, (params, opt_state, e_BxTxD), bc)
+    infer_s = _median_time(infer_c, (params, e_BxTxD), bc)
+  except (TimeoutError, MemoryError) as e:
+    e.compiled = compiled   # an oom or timeout row still records what compiling measured
+    raise
+  return dict(step_s=step_s, infer_s=infer_s, **compiled)
 
 
 def torch_available() -> bool:
@@ -299,10 +316,11 @@ def measure(name: str, bc: BenchConfig, seq_len: int, ceiling_flops: float) -> d
   try:
     m = (measure_torch if name.startswith('torch_') else measure_jax)(name, bc, seq_len)
   except TimeoutError as e:
-    return {**row, 'status': 'timeout', 'error': str(e)}
+    return {**row, 'status': 'timeout', 'error': str(e), **getattr(e, 'compiled', {})}
   except (MemoryError, RuntimeError) as e:  # XlaRuntimeError (RESOURCE_EXHAUSTED) is one
     if 'RESOURCE_EXHAUSTED' in str(e) or 'memory' in str(e).lower():
-      return {**row, 'status': 'oom', 'error': str(e).splitlines()[0][:200]}
+      return {**row, 'status': 'oom', 'error': str(e).splitlines()[0][:200],
+              **getattr(e, 'compiled', {})}
     raise
   tokens = bc.batch * seq_len
   achieved = 3 * row['flops_per_token'] * tokens / m['step_s']

@@ -26,12 +26,14 @@ def test_measure_fields(name):
 def test_timeout_is_recorded_not_raised():
   r = benchmark.measure('lstm', benchmark.BenchConfig(hidden=8, batch=2, max_step_s=0.0), 8, 1e9)
   assert r['status'] == 'timeout'
+  assert r['compile_s'] > 0   # it compiled before it timed out: the compile time is kept
 
 
 def test_program_larger_than_memory_is_recorded_oom_not_run(monkeypatch):
   monkeypatch.setattr(benchmark, 'device_memory_bytes', lambda: 1024)   # 1 KiB "device"
   r = benchmark.measure('attention:einsum', TINY, 16, 1e9)
   assert r['status'] == 'oom' and 'GiB' in r['error']
+  assert r['compile_s'] > 0 and r['peak_memory_bytes'] > 1024
 
 
 def test_device_memory_is_known_here():
@@ -129,3 +131,22 @@ def test_compile_is_timed_after_the_inputs_are_ready(monkeypatch):
   first_compile = next(i for i, (kind, _) in enumerate(events) if kind == 'compile')
   waited = set().union(*(ids for kind, ids in events[:first_compile] if kind == 'ready'))
   assert made and id(made[0]) in waited
+
+
+def test_compile_time_is_never_a_persistent_cache_hit(monkeypatch):
+  """A report run turns the persistent compilation cache on (grad_flow) before the
+  throughput study; a cache hit would be recorded as a ~0.05 s compile."""
+  import jax
+  seen = []
+  compile_ = jax.stages.Lowered.compile
+
+  def record_compile(self, *a, **kw):
+    seen.append(jax.config.jax_enable_compilation_cache)
+    return compile_(self, *a, **kw)
+
+  monkeypatch.setattr(jax.stages.Lowered, 'compile', record_compile)
+  was = jax.config.jax_enable_compilation_cache
+  assert was   # jax's default: on whenever a cache directory is set
+  assert benchmark.measure('rnn', TINY, 8, 1e9)['status'] == 'ok'
+  assert seen and not any(seen)
+  assert jax.config.jax_enable_compilation_cache == was   # restored
