@@ -9,7 +9,7 @@ Cundy 2018) as well as with the sequential `jax.lax.scan` kept as the reference.
 state across chunks sequentially (depth log2 CHUNK + T / CHUNK), with the adjoint
 recurrence as a hand-written backward. Against one associative scan over the whole
 sequence, differentiated by JAX (train step of one layer, B=32, width 256, this 2-core
-CPU): LRU 1.29x faster at T=1024 and 1.40x at 4096, minGRU 1.05-1.08x; compile time
+CPU): LRU 1.29x faster at T=1024 and 1.40x at 4096, minGRU 1.03-1.08x; compile time
 at T=4096 over T=64 1.17x / 1.13x, where it was 1.9x / 2.1x (jax unrolls log2 T levels).
 
 Shape letters: B batch, T time, D features (model width), N recurrent state size.
@@ -67,21 +67,20 @@ def parallel_scan(a_BxTxN: Array, b_BxTxN: Array, h0_BxN: Array, chunk: int = CH
   linear map, unconjugated, so this holds for the complex LRU states too). Autodiff of
   the chunked scan instead carried the cotangents of the running products of a through
   every level of the associative scan."""
-  return _chunked_scan(*_chunks(a_BxTxN, b_BxTxN, chunk), h0_BxN)[:, :b_BxTxN.shape[1]]
+  return _chunked_scan(a_BxTxN, b_BxTxN, h0_BxN, chunk)
 
 
 def _parallel_scan_fwd(a_BxTxN, b_BxTxN, h0_BxN, chunk):
-  h_BxTxN = _chunked_scan(*_chunks(a_BxTxN, b_BxTxN, chunk), h0_BxN)[:, :b_BxTxN.shape[1]]
+  h_BxTxN = _chunked_scan(a_BxTxN, b_BxTxN, h0_BxN, chunk)
   return h_BxTxN, (a_BxTxN, h0_BxN, h_BxTxN)
 
 
 def _parallel_scan_bwd(chunk, res, g_BxTxN):
   a_BxTxN, h0_BxN, h_BxTxN = res
-  t = g_BxTxN.shape[1]
   # the adjoint runs from the end with a_{t+1} (a_{T+1} = 1): flipped, a forward scan
   a_next_BxTxN = jnp.pad(a_BxTxN[:, 1:], ((0, 0), (0, 1), (0, 0)), constant_values=1)
-  a_next, g = _chunks(a_next_BxTxN[:, ::-1], g_BxTxN[:, ::-1], chunk)
-  lam_BxTxN = _chunked_scan(a_next, g, jnp.zeros_like(h0_BxN))[:, :t][:, ::-1]
+  lam_BxTxN = _chunked_scan(a_next_BxTxN[:, ::-1], g_BxTxN[:, ::-1], jnp.zeros_like(h0_BxN),
+                            chunk)[:, ::-1]
   h_prev_BxTxN = jnp.concatenate([h0_BxN[:, None], h_BxTxN[:, :-1]], axis=1)
   return lam_BxTxN * h_prev_BxTxN, lam_BxTxN, a_BxTxN[:, 0] * lam_BxTxN[:, 0]
 
@@ -89,28 +88,22 @@ def _parallel_scan_bwd(chunk, res, g_BxTxN):
 parallel_scan.defvjp(_parallel_scan_fwd, _parallel_scan_bwd)
 
 
-def _chunks(a_BxTxN, b_BxTxN, chunk):
-  """Both as [B, T / C, C, N] chunks of C = min(chunk, T) steps, the tail padded with
-  the identity (a = 1, b = 0)."""
-  bsz, t, n = b_BxTxN.shape
-  c = min(chunk, t)
-  nc = -(-t // c)
-  pad = ((0, 0), (0, nc * c - t), (0, 0))
-  a = jnp.pad(a_BxTxN, pad, constant_values=1)
-  b = jnp.pad(b_BxTxN, pad)
-  return a.reshape(bsz, nc, c, n), b.reshape(bsz, nc, c, n)
-
-
-def _chunked_scan(a_BxKxCxN, b_BxKxCxN, h0_BxN):
+def _chunked_scan(a_BxTxN, b_BxTxN, h0_BxN, chunk):
   """The parallel scan in two levels (as in Mamba-2's chunked scan, Dao & Gu 2024):
-  an associative scan inside every chunk at once, then a sequential scan over the
-  T / C chunk ends carrying the state from chunk to chunk. Returns h [B, K C, N].
+  an associative scan inside every chunk of C = min(chunk, T) steps at once, then a
+  sequential scan over the T / C chunk ends carrying the state from chunk to chunk.
+  The tail chunk is padded with the identity (a = 1, b = 0). Returns h [B, T, N].
 
   Depth log2(C) + T / C. The point of the fixed C: jax traces associative_scan as
   log2(length) unrolled levels, so a whole-sequence scan's program (and compile time)
   grew with T.
   """
-  bsz, nc, c, n = b_BxKxCxN.shape
+  bsz, t, n = b_BxTxN.shape
+  c = min(chunk, t)
+  nc = -(-t // c)
+  pad = ((0, 0), (0, nc * c - t), (0, 0))
+  a_BxKxCxN = jnp.pad(a_BxTxN, pad, constant_values=1).reshape(bsz, nc, c, n)
+  b_BxKxCxN = jnp.pad(b_BxTxN, pad).reshape(bsz, nc, c, n)
   # within chunk k: h = A h_(entering k) + H, A the running product of a
   a_cum, h_loc = jax.lax.associative_scan(_combine, (a_BxKxCxN, b_BxKxCxN), axis=2)
 
@@ -120,7 +113,7 @@ def _chunked_scan(a_BxKxCxN, b_BxKxCxN, h0_BxN):
   _, h_in_KxBxN = jax.lax.scan(carry, h0_BxN, (jnp.swapaxes(a_cum[:, :, -1], 0, 1),
                                                jnp.swapaxes(h_loc[:, :, -1], 0, 1)))
   h_BxKxCxN = a_cum * jnp.swapaxes(h_in_KxBxN, 0, 1)[:, :, None] + h_loc
-  return h_BxKxCxN.reshape(bsz, nc * c, n)
+  return h_BxKxCxN.reshape(bsz, nc * c, n)[:, :t]
 
 
 # ---------------------------------------------------------------------------------- LRU

@@ -49,7 +49,8 @@ def test_parallel_scan_equals_sequential_with_initial_state(complex_, chunk):
 def test_model_sequential_equals_parallel_at_T4096(name):
   """float32, T=4096, non-zero initial states. Measured on this repo's 2-core x86 CPU
   (jax 0.10.2, chunked parallel scan): outputs differ by 2.4e-6 (lru) / 9.5e-7 (mingru)
-  max abs, gradients by 3.3e-7 / 7.9e-8 of the largest gradient. Asserted: 1e-4 abs and 1e-3 relative."""
+  max abs, gradients by 4.0e-7 / 7.9e-8 of the largest gradient. Asserted: 1e-4 abs and
+  1e-3 relative."""
   cfg = models.ModelConfig(name=name, hidden=8, layers=2, input_dim=3, scan_impl='sequential')
   m_seq = models.build(cfg, 0)
   m_par = models.build(dataclasses.replace(cfg, scan_impl='parallel'), 0)
