@@ -131,21 +131,40 @@ def flops_per_token(name: str, bc: BenchConfig, seq_len: int) -> float:
   return 2.0 * 2 * d * d   # other recurrences (lru, mingru): about two D x D products
 
 
-def matmul_ceiling_flops(n: int = 1024, reps: int = 5) -> float:
-  """The device's float32 matrix-multiply FLOP/s, measured now (median of reps)."""
-  a = jnp.ones((n, n), jnp.float32)
-  f = jax.jit(lambda a: a @ a)
-  f(a).block_until_ready()
+def _rate(f, args, flops: float, reps: int) -> tuple[float, float]:
+  """(FLOP/s, cores busy) of jitted f: median of reps calls after one warm-up."""
+  jax.block_until_ready(f(*args))
   times = []
+  cpu0, wall0 = time.process_time(), time.perf_counter()
   for _ in range(reps):
     t0 = time.perf_counter()
-    f(a).block_until_ready()
+    jax.block_until_ready(f(*args))
     times.append(time.perf_counter() - t0)
-  return 2.0 * n ** 3 / statistics.median(times)
+  cores = (time.process_time() - cpu0) / (time.perf_counter() - wall0)
+  return flops / statistics.median(times), cores
+
+
+def matmul_ceilings(n: int = 1024, reps: int = 5) -> dict:
+  """The device's float32 matrix-multiply FLOP/s, measured now, two ways:
+  'ceiling': one n x n x n product, the device's best case;
+  'batched_ceiling': 128 products of 128 x 64 x 128 in one dot_general, the shape of
+    one block pair in blocked attention (B N = 128 heads, blocks of 128, head size 64).
+  Each with the cores it kept busy (process CPU time / wall time; threads that
+  spin-wait count as busy). On CPU this shows that XLA runs a batched dot_general on
+  one thread and a 2-D product on all cores (measured here: 1.01 and 1.97 of 2)."""
+  a = jnp.ones((n, n), jnp.float32)
+  ceiling, cores = _rate(jax.jit(lambda a: a @ a), (a,), 2.0 * n ** 3, reps)
+  m, q, k = 128, 128, 64
+  x = jnp.ones((m, q, k), jnp.float32)
+  b_ceiling, b_cores = _rate(jax.jit(lambda x: jnp.einsum('mqk,mck->mqc', x, x)), (x,),
+                             2.0 * m * q * q * k, 4 * reps)
+  return dict(ceiling_flops_per_s=ceiling, ceiling_cores_busy=cores,
+              batched_ceiling_flops_per_s=b_ceiling, batched_ceiling_cores_busy=b_cores)
 
 
 # ---------------------------------------------------------------------------- timing
 def _median_time(fn, args, bc: BenchConfig) -> float:
+  """Median seconds per call of fn(*args) over bc.steps calls, after bc.warmup calls."""
   out = None
   for _ in range(bc.warmup):
     t0 = time.perf_counter()
@@ -287,20 +306,9 @@ def measure_torch(name: str, bc: BenchConfig, seq_len: int) -> dict:
     with torch.no_grad():
       fwd(e)
 
-  def median(fn):
-    for _ in range(bc.warmup):
-      t0 = time.perf_counter()
-      fn()
-      if time.perf_counter() - t0 > bc.max_step_s:
-        raise TimeoutError(f'one step took {time.perf_counter() - t0:.1f} s')
-    ts = []
-    for _ in range(bc.steps):
-      t0 = time.perf_counter()
-      fn()
-      ts.append(time.perf_counter() - t0)
-    return statistics.median(ts)
-  return dict(step_s=median(train_step), infer_s=median(infer), compile_s=0.0,
-              peak_memory_bytes=None)
+  # torch runs eagerly: each call returns when its work is done
+  return dict(step_s=_median_time(train_step, (), bc), infer_s=_median_time(infer, (), bc),
+              compile_s=0.0, peak_memory_bytes=None)
 
 
 def _row(name: str, bc: BenchConfig, seq_len: int) -> dict:
@@ -310,8 +318,9 @@ def _row(name: str, bc: BenchConfig, seq_len: int) -> dict:
               flops_per_token=flops_per_token(name, bc, seq_len))
 
 
-def measure(name: str, bc: BenchConfig, seq_len: int, ceiling_flops: float) -> dict:
-  """One results line; 'status' is ok, oom or timeout (the sweep goes on)."""
+def measure(name: str, bc: BenchConfig, seq_len: int, ceilings: dict) -> dict:
+  """One results line; 'status' is ok, oom or timeout (the sweep goes on). ceilings:
+  matmul_ceilings(), measured once per run."""
   row = _row(name, bc, seq_len)
   try:
     m = (measure_torch if name.startswith('torch_') else measure_jax)(name, bc, seq_len)
@@ -328,8 +337,8 @@ def measure(name: str, bc: BenchConfig, seq_len: int, ceiling_flops: float) -> d
           'tokens_per_s_train': tokens / m['step_s'],
           'tokens_per_s_infer': tokens / m['infer_s'],
           'compile_s': m['compile_s'], 'peak_memory_bytes': m['peak_memory_bytes'],
-          'flops_per_s_train': achieved, 'ceiling_flops_per_s': ceiling_flops,
-          'fraction_of_matmul_ceiling': achieved / ceiling_flops}
+          'flops_per_s_train': achieved,
+          'fraction_of_matmul_ceiling': achieved / ceilings['ceiling_flops_per_s'], **ceilings}
 
 
 def add_baseline_ratios(rows: list[dict]) -> list[dict]:
@@ -370,8 +379,12 @@ def run(config, workdir: str) -> list[dict]:
   old = writer.read_jsonl(path)
   done = {(r['model'], r['seq_len']) for r in old}
   given_up = {r['model'] for r in old if r.get('status') != 'ok'}
-  ceiling = matmul_ceiling_flops()
-  print(f'matmul ceiling {ceiling / 1e9:.1f} GFLOP/s on {jax.devices()[0].device_kind}')
+  ceilings = matmul_ceilings()
+  print(f'matmul ceiling on {jax.devices()[0].device_kind}: '
+        f'{ceilings["ceiling_flops_per_s"] / 1e9:.1f} GFLOP/s for 1024^3 '
+        f'({ceilings["ceiling_cores_busy"]:.2f} cores busy), '
+        f'{ceilings["batched_ceiling_flops_per_s"] / 1e9:.1f} GFLOP/s batched 128 x (128x64x128) '
+        f'({ceilings["batched_ceiling_cores_busy"]:.2f} cores busy)')
   last_ok = {}   # model -> (seq_len, step_s) of its longest finished point
   for r in old:
     if r.get('status') == 'ok' and r['seq_len'] >= last_ok.get(r['model'], (0, 0))[0]:
@@ -380,7 +393,7 @@ def run(config, workdir: str) -> list[dict]:
     todo = [n for n in names if (n, seq_len) not in done and n not in given_up]
     rows = []
     for n in todo:
-      r = predicted_timeout(n, bc, seq_len, last_ok.get(n)) or measure(n, bc, seq_len, ceiling)
+      r = predicted_timeout(n, bc, seq_len, last_ok.get(n)) or measure(n, bc, seq_len, ceilings)
       if r['status'] == 'ok':
         last_ok[n] = (seq_len, r['step_ms'] / 1e3)
       else:

@@ -10,28 +10,39 @@ import pytest
 from seqlab import benchmark, plots_throughput, sweep
 
 TINY = benchmark.BenchConfig(hidden=8, heads=2, batch=2, steps=2, warmup=1, max_step_s=60)
+CEILINGS = dict(ceiling_flops_per_s=1e9, ceiling_cores_busy=1.0,
+                batched_ceiling_flops_per_s=5e8, batched_ceiling_cores_busy=1.0)
 
 
 @pytest.mark.parametrize('name', ['lstm:fused', 'flax_lstm', 'attention:blocked'])
 def test_measure_fields(name):
-  r = benchmark.measure(name, TINY, 16, ceiling_flops=1e9)
+  r = benchmark.measure(name, TINY, 16, CEILINGS)
   assert r['status'] == 'ok'
   for k in ('model', 'seq_len', 'batch', 'tokens_per_s_train', 'tokens_per_s_infer',
             'step_ms', 'compile_s', 'peak_memory_bytes', 'flops_per_token', 'device'):
     assert k in r
   assert r['tokens_per_s_train'] == pytest.approx(2 * 16 / (r['step_ms'] / 1e3))
   assert r['peak_memory_bytes'] is None or r['peak_memory_bytes'] > 0
+  assert r['fraction_of_matmul_ceiling'] == pytest.approx(r['flops_per_s_train'] / 1e9)
+
+
+def test_matmul_ceilings_measure_rate_and_cores():
+  c = benchmark.matmul_ceilings(n=64, reps=2)
+  assert c['ceiling_flops_per_s'] > 1e6 and c['batched_ceiling_flops_per_s'] > 1e6
+  for k in ('ceiling_cores_busy', 'batched_ceiling_cores_busy'):
+    assert 0 < c[k] <= (benchmark.os.cpu_count() or 1) + 0.5
 
 
 def test_timeout_is_recorded_not_raised():
-  r = benchmark.measure('lstm', benchmark.BenchConfig(hidden=8, batch=2, max_step_s=0.0), 8, 1e9)
+  r = benchmark.measure('lstm', benchmark.BenchConfig(hidden=8, batch=2, max_step_s=0.0), 8,
+                        CEILINGS)
   assert r['status'] == 'timeout'
   assert r['compile_s'] > 0   # it compiled before it timed out: the compile time is kept
 
 
 def test_program_larger_than_memory_is_recorded_oom_not_run(monkeypatch):
   monkeypatch.setattr(benchmark, 'device_memory_bytes', lambda: 1024)   # 1 KiB "device"
-  r = benchmark.measure('attention:einsum', TINY, 16, 1e9)
+  r = benchmark.measure('attention:einsum', TINY, 16, CEILINGS)
   assert r['status'] == 'oom' and 'GiB' in r['error']
   assert r['compile_s'] > 0 and r['peak_memory_bytes'] > 1024
 
@@ -127,7 +138,7 @@ def test_compile_is_timed_after_the_inputs_are_ready(monkeypatch):
   monkeypatch.setattr(jax.random, 'normal', record_normal)
   monkeypatch.setattr(jax, 'block_until_ready', record_ready)
   monkeypatch.setattr(jax.stages.Lowered, 'compile', record_compile)
-  assert benchmark.measure('lstm:fused', TINY, 8, 1e9)['status'] == 'ok'
+  assert benchmark.measure('lstm:fused', TINY, 8, CEILINGS)['status'] == 'ok'
   first_compile = next(i for i, (kind, _) in enumerate(events) if kind == 'compile')
   waited = set().union(*(ids for kind, ids in events[:first_compile] if kind == 'ready'))
   assert made and id(made[0]) in waited
@@ -147,6 +158,6 @@ def test_compile_time_is_never_a_persistent_cache_hit(monkeypatch):
   monkeypatch.setattr(jax.stages.Lowered, 'compile', record_compile)
   was = jax.config.jax_enable_compilation_cache
   assert was   # jax's default: on whenever a cache directory is set
-  assert benchmark.measure('rnn', TINY, 8, 1e9)['status'] == 'ok'
+  assert benchmark.measure('rnn', TINY, 8, CEILINGS)['status'] == 'ok'
   assert seen and not any(seen)
   assert jax.config.jax_enable_compilation_cache == was   # restored
