@@ -134,14 +134,9 @@ def flops_per_token(name: str, bc: BenchConfig, seq_len: int) -> float:
 def _rate(f, args, flops: float, reps: int) -> tuple[float, float]:
   """(FLOP/s, cores busy) of jitted f: median of reps calls after one warm-up."""
   jax.block_until_ready(f(*args))
-  times = []
   cpu0, wall0 = time.process_time(), time.perf_counter()
-  for _ in range(reps):
-    t0 = time.perf_counter()
-    jax.block_until_ready(f(*args))
-    times.append(time.perf_counter() - t0)
-  cores = (time.process_time() - cpu0) / (time.perf_counter() - wall0)
-  return flops / statistics.median(times), cores
+  step_s = _median_time(f, args, BenchConfig(steps=reps, warmup=0))
+  return flops / step_s, (time.process_time() - cpu0) / (time.perf_counter() - wall0)
 
 
 def matmul_ceilings(n: int = 1024, reps: int = 5) -> dict:
