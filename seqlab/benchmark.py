@@ -262,6 +262,16 @@ def measure_jax(name: str, bc: BenchConfig, seq_len: int) -> dict:
   return dict(step_s=step_s, infer_s=infer_s, **compiled)
 
 
+def usable_cores() -> int:
+  """CPU cores this process may run on: its affinity mask (so `taskset -c 0 python
+  launch.py ...` is a one-core run), else os.cpu_count(). XLA sizes its thread pool
+  the same way; the torch baselines get this many threads."""
+  try:
+    return len(os.sched_getaffinity(0))
+  except AttributeError:   # not on Linux
+    return os.cpu_count() or 1
+
+
 def torch_available() -> bool:
   try:
     import torch  # noqa: F401
@@ -273,7 +283,7 @@ def torch_available() -> bool:
 def measure_torch(name: str, bc: BenchConfig, seq_len: int) -> dict:
   """torch.nn.LSTM or an SDPA attention layer, Adam step, same shapes, same threads."""
   import torch
-  torch.set_num_threads(os.cpu_count() or 1)
+  torch.set_num_threads(usable_cores())
   torch.manual_seed(0)
   d = bc.hidden
   if name == 'torch_lstm':
@@ -310,7 +320,7 @@ def measure_torch(name: str, bc: BenchConfig, seq_len: int) -> dict:
 def _row(name: str, bc: BenchConfig, seq_len: int) -> dict:
   """The fields every results line has, whatever its status."""
   return dict(model=name, seq_len=seq_len, batch=bc.batch, hidden=bc.hidden,
-              device=str(jax.devices()[0].device_kind), cpu_count=os.cpu_count(),
+              device=str(jax.devices()[0].device_kind), cpu_count=usable_cores(),
               flops_per_token=flops_per_token(name, bc, seq_len))
 
 

@@ -2,6 +2,7 @@
 and the study end to end at tiny sizes (no timing thresholds: the machine is shared)."""
 
 import math
+import os
 
 import ml_collections
 import numpy as np
@@ -30,7 +31,20 @@ def test_matmul_ceilings_measure_rate_and_cores():
   c = benchmark.matmul_ceilings(n=64, reps=2)
   assert c['ceiling_flops_per_s'] > 1e6 and c['batched_ceiling_flops_per_s'] > 1e6
   for k in ('ceiling_cores_busy', 'batched_ceiling_cores_busy'):
-    assert 0 < c[k] <= (benchmark.os.cpu_count() or 1) + 0.5
+    assert 0 < c[k] <= benchmark.usable_cores() + 0.5
+
+
+def test_usable_cores_follow_the_affinity_mask():
+  if not hasattr(os, 'sched_setaffinity'):
+    pytest.skip('no affinity masks on this OS')
+  before = os.sched_getaffinity(0)
+  try:
+    os.sched_setaffinity(0, {min(before)})
+    assert benchmark.usable_cores() == 1
+    assert benchmark._row('lstm', TINY, 8)['cpu_count'] == 1
+  finally:
+    os.sched_setaffinity(0, before)
+  assert benchmark.usable_cores() == len(before)
 
 
 def test_timeout_is_recorded_not_raised():
