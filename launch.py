@@ -137,6 +137,12 @@ def main(argv):
     storage.check(workdir)
   except storage.SchemeError as e:
     fail(str(e))
+  cpu_devices = config.get('cpu_devices', 0)
+  if cpu_devices:   # before anything starts jax's backends (connect, validate)
+    if cpu_devices < 0:
+      fail(f'config.cpu_devices={cpu_devices} must be >= 0 (0: jax\'s default of one)')
+    import jax
+    jax.config.update('jax_num_cpu_devices', cpu_devices)
   cluster = distributed.ClusterSpec(FLAGS.coordinator_address, FLAGS.num_processes,
                                     FLAGS.process_id, FLAGS.distributed_timeout,
                                     auto=FLAGS.distributed)

@@ -12,6 +12,12 @@ Baselines, same shapes: 'flax_lstm' (nnx.RNN over nnx.OptimizedLSTMCell),
 'jax_attention' (jax.nn.dot_product_attention), and when torch is importable
 'torch_lstm' (torch.nn.LSTM) and 'torch_sdpa' (F.scaled_dot_product_attention).
 Train step = forward + backward + optax Adam update; inference = forward.
+A JAX layer or baseline named with '@N' ('attention:blocked@2', 'jax_attention@2') is
+the same layer with its batch split over N devices (data parallel: parameters
+replicated, gradients summed across devices by XLA). On a CPU the launcher makes N
+devices of one host with config.cpu_devices, and XLA runs each device's program on its
+own thread: that puts both cores to work on the ops XLA:CPU runs on one thread, such
+as a batched dot_general (attention's per-head products; see matmul_ceilings).
 Times are the median of `steps` timed calls after warm-up, each ended by
 block_until_ready; compile time is jit(...).lower(...).compile() timed alone, after
 the inputs are ready (so no pending computation shares the cores with the compiler),
@@ -29,7 +35,7 @@ import jax.numpy as jnp
 import optax
 from flax import nnx
 
-from seqlab import attention, models, storage
+from seqlab import attention, models, sharding, storage
 
 Array = jax.Array
 BASELINES = ('flax_lstm', 'jax_attention', 'torch_lstm', 'torch_sdpa')
@@ -70,6 +76,18 @@ class _Block(nnx.Module):
 
   def __call__(self, e):
     return self.block(e, causal=True)
+
+
+def split_name(name: str) -> tuple[str, int]:
+  """'attention:blocked@2' -> ('attention:blocked', 2): the layer, and the number of
+  devices its batch is split over (1 without '@')."""
+  layer, at, n = name.partition('@')
+  if not at:
+    return name, 1
+  if not n.isdigit() or int(n) < 1:
+    raise ValueError(f'model {name!r}: the device count after @ must be an integer >= 1, '
+                     f'e.g. attention:blocked@2')
+  return layer, int(n)
 
 
 def build_layer(name: str, bc: BenchConfig) -> nnx.Module:
@@ -119,7 +137,7 @@ def flops_per_token(name: str, bc: BenchConfig, seq_len: int) -> float:
   (halved under the causal mask, which the blocked kernel exploits).
   """
   d = bc.hidden
-  base = name.split(':')[0]
+  base = split_name(name)[0].split(':')[0]
   gates = {'lstm': 4, 'flax_lstm': 4, 'torch_lstm': 4, 'gru': 3, 'rnn': 1}.get(base)
   if gates is not None:
     return 2.0 * (d * gates * d + d * gates * d)
@@ -204,10 +222,14 @@ def device_memory_bytes() -> int | None:
   return None
 
 
-def _check_fits(compiled) -> None:
+def _check_fits(compiled, devices: int = 1) -> None:
   """Refuses to run a program whose compiled peak memory exceeds 90% of what the device
-  has: on CPU the kernel would otherwise kill the whole sweep, not just this point."""
+  has: on CPU the kernel would otherwise kill the whole sweep, not just this point. A
+  program split over `devices` CPU devices needs that many shares of the one host's
+  memory; accelerators each have their own."""
   need, have = _memory_bytes(compiled), device_memory_bytes()
+  if need is not None and jax.devices()[0].platform == 'cpu':
+    need *= devices
   if need is not None and have is not None and need > 0.9 * have:
     raise MemoryError(f'needs {need / 2**30:.1f} GiB of memory (compiled peak), '
                       f'device has {have / 2**30:.1f} GiB available; not run')
@@ -225,15 +247,21 @@ def _compile_uncached(fn, *args):
     jax.config.update('jax_enable_compilation_cache', was)
 
 
-def measure_jax(name: str, bc: BenchConfig, seq_len: int) -> dict:
-  layer = build_layer(name, bc)
+def jax_step(name: str, bc: BenchConfig, seq_len: int):
+  """(train_step, infer, params, opt_state, e_BxTxD) of a JAX layer, unjitted, with
+  the inputs placed: for 'name@N' the batch split over the first N devices and the
+  parameters and optimiser state replicated on them (the jit follows the inputs'
+  shardings)."""
+  layer_name, devices = split_name(name)
+  layer = build_layer(layer_name, bc)
   graphdef, params, rest = nnx.split(layer, nnx.Param, ...)
   opt = optax.adam(1e-3)
   opt_state = opt.init(params)
   e_BxTxD = jax.random.normal(jax.random.key(0), (bc.batch, seq_len, bc.hidden))
-  # Dispatch is asynchronous: without this wait the input's generation (0.3 s at T=4096
-  # here) ran on the same cores during the timed compile and was counted in compile_s.
-  jax.block_until_ready((params, opt_state, e_BxTxD))
+  if devices > 1:
+    mesh = sharding.make_mesh(devices)
+    params, opt_state = jax.device_put((params, opt_state), sharding.replicated(mesh))
+    e_BxTxD = jax.device_put(e_BxTxD, sharding.data_sharded(mesh))
 
   def loss_fn(params, e):
     return jnp.mean(nnx.merge(graphdef, params, rest)(e) ** 2)
@@ -246,14 +274,25 @@ def measure_jax(name: str, bc: BenchConfig, seq_len: int) -> dict:
   def infer(params, e):
     return nnx.merge(graphdef, params, rest)(e)
 
+  return train_step, infer, params, opt_state, e_BxTxD
+
+
+def measure_jax(name: str, bc: BenchConfig, seq_len: int) -> dict:
+  train_step, infer, params, opt_state, e_BxTxD = jax_step(name, bc, seq_len)
+  # Dispatch is asynchronous: without this wait the input's generation (0.3 s at T=4096
+  # here) ran on the same cores during the timed compile and was counted in compile_s.
+  jax.block_until_ready((params, opt_state, e_BxTxD))
   t0 = time.perf_counter()
   train_c = _compile_uncached(train_step, params, opt_state, e_BxTxD)
   compile_s = time.perf_counter() - t0
   infer_c = _compile_uncached(infer, params, e_BxTxD)
-  compiled = dict(compile_s=compile_s, peak_memory_bytes=_memory_bytes(train_c))
+  # A split program's memory analysis is one device's share: the row has all devices'.
+  per_device = _memory_bytes(train_c)
+  compiled = dict(compile_s=compile_s, peak_memory_bytes=per_device and
+                  per_device * split_name(name)[1])
   try:
-    _check_fits(train_c)
-    _check_fits(infer_c)
+    _check_fits(train_c, split_name(name)[1])
+    _check_fits(infer_c, split_name(name)[1])
     step_s = _median_time(train_c, (params, opt_state, e_BxTxD), bc)
     infer_s = _median_time(infer_c, (params, e_BxTxD), bc)
   except (TimeoutError, MemoryError) as e:
@@ -320,7 +359,8 @@ def measure_torch(name: str, bc: BenchConfig, seq_len: int) -> dict:
 def _row(name: str, bc: BenchConfig, seq_len: int) -> dict:
   """The fields every results line has, whatever its status."""
   return dict(model=name, seq_len=seq_len, batch=bc.batch, hidden=bc.hidden,
-              device=str(jax.devices()[0].device_kind), cpu_count=usable_cores(),
+              device=str(jax.devices()[0].device_kind), devices=split_name(name)[1],
+              cpu_count=usable_cores(),
               flops_per_token=flops_per_token(name, bc, seq_len))
 
 
@@ -349,13 +389,17 @@ def measure(name: str, bc: BenchConfig, seq_len: int, ceilings: dict) -> dict:
 
 def add_baseline_ratios(rows: list[dict]) -> list[dict]:
   """Each ok row gets ratio_train_vs_<baseline> / ratio_infer_vs_<baseline> for every
-  baseline measured at the same (seq_len, batch)."""
+  baseline measured at the same (seq_len, batch). A row split over N devices ('@N') is
+  compared with the JAX baselines split the same way ('jax_attention@N'), and with the
+  torch baselines as they are (torch uses every core through its own threads)."""
   ref = {(r['model'], r['seq_len'], r['batch']): r for r in rows if r.get('status') == 'ok'}
   for r in rows:
     if r.get('status') != 'ok':
       continue
+    devices = split_name(r['model'])[1]
     for b in BASELINES:
-      base = ref.get((b, r['seq_len'], r['batch']))
+      same_split = b if devices == 1 or b.startswith('torch_') else f'{b}@{devices}'
+      base = ref.get((same_split, r['seq_len'], r['batch']))
       if base is not None:
         r[f'ratio_train_vs_{b}'] = r['tokens_per_s_train'] / base['tokens_per_s_train']
         r[f'ratio_infer_vs_{b}'] = r['tokens_per_s_infer'] / base['tokens_per_s_infer']
@@ -373,9 +417,25 @@ def run(config, workdir: str) -> list[dict]:
   allowed = set(models.MODELS) | {'transformer', 'attention', 'jax_attention', 'flax_lstm',
                                   'torch_lstm', 'torch_sdpa'}
   for n in names:
-    if n.split(':')[0] not in allowed:
+    try:
+      layer, devices = split_name(n)
+    except ValueError as e:
+      raise sweep.ConfigError(str(e)) from None
+    if layer.split(':')[0] not in allowed:
       raise sweep.ConfigError(f'unknown throughput model {n!r}; allowed: '
-                              f'{", ".join(sorted(allowed))} (with :fused, :<impl>)')
+                              f'{", ".join(sorted(allowed))} (with :fused, :<impl>, @N)')
+    if devices > 1 and layer.startswith('torch_'):
+      raise sweep.ConfigError(f'model {n!r}: torch baselines use every core through their '
+                              f'own threads and take no @N')
+    if bc.batch % devices:
+      raise sweep.ConfigError(f'model {n!r} splits bench.batch={bc.batch} over {devices} '
+                              f'devices; use a batch that is a multiple of {devices}')
+  too_few = [n for n in names if split_name(n)[1] > jax.device_count()]
+  if too_few:
+    names = [n for n in names if n not in too_few]
+    print(f'{", ".join(too_few)} skipped: more devices than the {jax.device_count()} '
+          f'{jax.devices()[0].platform} device(s) here (on a CPU, '
+          f'--config.cpu_devices=N makes N)')
   if not torch_available():
     names = [n for n in names if not n.startswith('torch_')]
     print('torch is not importable: torch baselines skipped (pip install -r '

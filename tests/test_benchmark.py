@@ -83,6 +83,66 @@ def test_baseline_ratios():
   assert 'ratio_train_vs_torch_lstm' not in rows[0]
 
 
+def test_baseline_ratios_of_a_split_layer_use_the_same_split():
+  row = lambda m, tok: dict(model=m, seq_len=8, batch=2, status='ok', tokens_per_s_train=tok,
+                            tokens_per_s_infer=tok)
+  rows = [row('attention:blocked@2', 60.0), row('jax_attention', 10.0),
+          row('jax_attention@2', 20.0), row('torch_sdpa', 40.0)]
+  benchmark.add_baseline_ratios(rows)
+  assert rows[0]['ratio_train_vs_jax_attention'] == 3.0   # against jax_attention@2
+  assert rows[0]['ratio_train_vs_torch_sdpa'] == 1.5      # torch: threads, no split
+  assert rows[2]['ratio_train_vs_jax_attention'] == 1.0
+
+
+def test_split_layer_trains_like_the_unsplit_one():
+  """'@2' splits the batch over 2 of the 8 test devices: the same loss and the same
+  updated parameters as on one device, with the input really split."""
+  import jax
+  out = {}
+  for name in ('attention:blocked', 'attention:blocked@2'):
+    train_step, _, params, opt_state, e = benchmark.jax_step(name, TINY, 16)
+    out[name] = jax.jit(train_step)(params, opt_state, e)
+    assert len(e.sharding.device_set) == benchmark.split_name(name)[1]
+  (p1, _, l1), (p2, _, l2) = out.values()
+  assert float(l2) == pytest.approx(float(l1), rel=1e-5)
+  for a, b in zip(jax.tree.leaves(p1), jax.tree.leaves(p2)):
+    np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5, atol=1e-6)
+  r = benchmark.measure('attention:blocked@2', TINY, 16, CEILINGS)
+  assert r['status'] == 'ok' and r['devices'] == 2 and r['model'] == 'attention:blocked@2'
+
+
+@pytest.mark.parametrize('model, words', [
+    ('attention:blocked@x', ["'attention:blocked@x'", 'integer >= 1']),
+    ('attention:blocked@0', ["'attention:blocked@0'", 'integer >= 1']),
+    ('torch_sdpa@2', ["'torch_sdpa@2'", 'no @N']),
+    ('attention:blocked@3', ['bench.batch=2', 'multiple of 3']),
+])
+def test_bad_split_is_a_config_error(model, words, tmp_path):
+  from experiments import throughput
+  c = throughput.get_config('quick')
+  c.sweep.models = [model]
+  c.bench = ml_collections.ConfigDict(dict(hidden=8, heads=2, batch=2, steps=1, warmup=1))
+  with pytest.raises(sweep.ConfigError) as e:
+    benchmark.run(c, str(tmp_path))
+  for w in words:
+    assert w in str(e.value)
+  assert not (tmp_path / 'results.jsonl').exists()
+
+
+def test_split_over_more_devices_than_exist_is_skipped_with_a_line(tmp_path, capsys):
+  import jax
+  from experiments import throughput
+  c = throughput.get_config('quick')
+  too_many = f'attention:blocked@{2 * jax.device_count()}'
+  c.sweep.models = ['lstm', too_many]
+  c.sweep.seq_lens = [8]
+  c.bench = ml_collections.ConfigDict(dict(hidden=8, heads=2, batch=2 * jax.device_count(),
+                                           steps=1, warmup=1))
+  rows = benchmark.run(c, str(tmp_path))
+  assert [r['model'] for r in rows] == ['lstm']
+  assert f'{too_many} skipped' in capsys.readouterr().out
+
+
 def test_slope_and_crossover():
   pts = [(t, 3.0 * t ** 2) for t in (64, 256, 1024, 4096)]
   assert plots_throughput.fitted_slope(pts) == pytest.approx(2.0)

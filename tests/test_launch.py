@@ -1,4 +1,5 @@
 """The launcher: bad input is one line on stderr, exit status 2, nothing written."""
+import json
 import os
 import subprocess
 import sys
@@ -37,3 +38,24 @@ def test_help_lists_the_sweep_flags(tmp_path):
   p = launch('--help', cwd=tmp_path)  # absl exits 1 after printing help
   for flag in ('--config', '--workdir', '--models', '--tasks', '--seq_lens', '--seeds'):
     assert flag in p.stdout
+
+
+def test_cpu_devices_makes_the_devices_a_split_model_runs_on(tmp_path):
+  """The throughput config's cpu_devices=2 gives the launched process 2 CPU devices
+  (the test environment's XLA_FLAGS are cleared), so 'attention:blocked@2' runs."""
+  tiny = ['--config.bench.hidden=8', '--config.bench.heads=2', '--config.bench.batch=2',
+          '--config.bench.steps=1', '--config.bench.warmup=1', '--seq_lens=8']
+  p = launch('--config=experiments/throughput.py', '--models=attention:blocked@2', *tiny,
+             f'--workdir={tmp_path}/w', cwd=tmp_path)
+  assert p.returncode == 0, p.stderr
+  with open(tmp_path / 'w' / 'results.jsonl') as f:
+    (row,) = [json.loads(line) for line in f]
+  assert (row['model'], row['status'], row['devices']) == ('attention:blocked@2', 'ok', 2)
+  p = launch('--config=experiments/throughput.py', '--models=attention:blocked@2', *tiny,
+             '--config.cpu_devices=1', f'--workdir={tmp_path}/w1', cwd=tmp_path)
+  assert p.returncode == 0 and 'attention:blocked@2 skipped' in p.stdout, p.stdout + p.stderr
+  p = launch('--config=experiments/throughput.py', '--config.cpu_devices=-1',
+             f'--workdir={tmp_path}/w2', cwd=tmp_path)
+  assert p.returncode == 2 and p.stderr.strip().splitlines() == [
+      "error: config.cpu_devices=-1 must be >= 0 (0: jax's default of one)"], p.stderr
+  assert not os.path.exists(tmp_path / 'w2')
