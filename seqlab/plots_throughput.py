@@ -71,15 +71,17 @@ def plot_all(workdir: str) -> list[str]:
   baselines = ('flax_lstm', 'jax_attention', 'torch_lstm', 'torch_sdpa')
   # Colour and marker by model; line by implementation: the reference solid, the fast
   # variants (fused, blocked, parallel) dashed, the others (einsum, sequential) dash-dot,
-  # baselines dotted.
+  # baselines dotted; a layer split over devices ('@2') has hollow markers.
   def linestyle(m):
     if m in baselines:
       return ':'
     impl = m.split(':', 1)[1] if ':' in m else ''
     return '-' if not impl else '-.' if impl in ('einsum', 'sequential') else '--'
 
-  style = lambda m: dict(color=plot_style.color(m), marker=plot_style.marker(m),
-                         linestyle=linestyle(m))
+  def style(m):
+    layer, split, _ = m.partition('@')
+    return dict(color=plot_style.color(layer), marker=plot_style.marker(layer),
+                linestyle=linestyle(layer), **({'markerfacecolor': 'none'} if split else {}))
   seq_lens = sorted({r['seq_len'] for r in rows if r.get('status') == 'ok'})
   outside = dict(loc='upper left', bbox_to_anchor=(1.02, 1.0), fontsize=6, frameon=False)
   paths = []
