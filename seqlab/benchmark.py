@@ -279,6 +279,7 @@ def jax_step(name: str, bc: BenchConfig, seq_len: int):
 
 def measure_jax(name: str, bc: BenchConfig, seq_len: int) -> dict:
   train_step, infer, params, opt_state, e_BxTxD = jax_step(name, bc, seq_len)
+  devices = split_name(name)[1]
   # Dispatch is asynchronous: without this wait the input's generation (0.3 s at T=4096
   # here) ran on the same cores during the timed compile and was counted in compile_s.
   jax.block_until_ready((params, opt_state, e_BxTxD))
@@ -288,11 +289,10 @@ def measure_jax(name: str, bc: BenchConfig, seq_len: int) -> dict:
   infer_c = _compile_uncached(infer, params, e_BxTxD)
   # A split program's memory analysis is one device's share: the row has all devices'.
   per_device = _memory_bytes(train_c)
-  compiled = dict(compile_s=compile_s, peak_memory_bytes=per_device and
-                  per_device * split_name(name)[1])
+  compiled = dict(compile_s=compile_s, peak_memory_bytes=per_device and per_device * devices)
   try:
-    _check_fits(train_c, split_name(name)[1])
-    _check_fits(infer_c, split_name(name)[1])
+    _check_fits(train_c, devices)
+    _check_fits(infer_c, devices)
     step_s = _median_time(train_c, (params, opt_state, e_BxTxD), bc)
     infer_s = _median_time(infer_c, (params, e_BxTxD), bc)
   except (TimeoutError, MemoryError) as e:

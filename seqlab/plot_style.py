@@ -41,20 +41,15 @@ MODEL_MARKERS = {'rnn': 'o', 'lstm': 's', 'gru': '^', 'transformer': 'D', 'lru':
 _EXTRA = ['#000000', '#F0E442', '#7F7F7F', '#8C564B']
 
 
-def _base(model: str) -> str:
-  """'attention:blocked@2' -> 'attention': the model, without implementation or split."""
-  return model.split('@')[0].split(':')[0].split('/')[0]
-
-
 def color(model: str) -> str:
-  base = _base(model)
+  base = model.split(':')[0].split('/')[0]
   if base in MODEL_COLORS:
     return MODEL_COLORS[base]
   return _EXTRA[sum(map(ord, base)) % len(_EXTRA)]
 
 
 def marker(model: str) -> str:
-  return MODEL_MARKERS.get(_base(model), 'x')
+  return MODEL_MARKERS.get(model.split(':')[0].split('/')[0], 'x')
 
 
 def apply() -> None:
