@@ -311,6 +311,19 @@ def usable_cores() -> int:
     return os.cpu_count() or 1
 
 
+def nproc_env() -> int | None:
+  """NPROC from the environment, when a positive integer. XLA's CPU client sizes its
+  thread pool by it (DefaultThreadPoolSize in xla/pjrt: 'a CPU reservation for
+  tests'): with one CPU device, NPROC=1 made the 1024^3 product and the fused LSTM
+  one-core figures here (1.00 cores busy; 981 against 665 ms a step at T=1024). With
+  jax_num_cpu_devices=2 it did not (666 against 633 ms). Rows record it; run() prints a line when set."""
+  try:
+    n = int(os.environ.get('NPROC', ''))
+  except ValueError:
+    return None
+  return n if n > 0 else None
+
+
 def torch_available() -> bool:
   try:
     import torch  # noqa: F401
@@ -360,7 +373,7 @@ def _row(name: str, bc: BenchConfig, seq_len: int) -> dict:
   """The fields every results line has, whatever its status."""
   return dict(model=name, seq_len=seq_len, batch=bc.batch, hidden=bc.hidden,
               device=str(jax.devices()[0].device_kind), devices=split_name(name)[1],
-              cpu_count=usable_cores(),
+              cpu_count=usable_cores(), nproc_env=nproc_env(),
               flops_per_token=flops_per_token(name, bc, seq_len))
 
 
@@ -451,6 +464,10 @@ def run(config, workdir: str) -> list[dict]:
         f'({ceilings["ceiling_cores_busy"]:.2f} cores busy), '
         f'{ceilings["batched_ceiling_flops_per_s"] / 1e9:.1f} GFLOP/s batched 128 x (128x64x128) '
         f'({ceilings["batched_ceiling_cores_busy"]:.2f} cores busy)')
+  if nproc_env():
+    print(f'NPROC={nproc_env()} is set: XLA:CPU sizes its thread pool by it (the 1024^3 '
+          f'product kept {ceilings["ceiling_cores_busy"]:.2f} of {usable_cores()} cores busy); '
+          f'unset it for an all-core run')
   last_ok = {}   # model -> (seq_len, step_s) of its longest finished point
   for r in old:
     if r.get('status') == 'ok' and r['seq_len'] >= last_ok.get(r['model'], (0, 0))[0]:

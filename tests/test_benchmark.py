@@ -143,6 +143,22 @@ def test_split_over_more_devices_than_exist_is_skipped_with_a_line(tmp_path, cap
   assert f'{too_many} skipped' in capsys.readouterr().out
 
 
+def test_nproc_in_the_environment_is_recorded_with_a_line(tmp_path, capsys, monkeypatch):
+  # XLA:CPU sizes its thread pool by NPROC, so a results file must say it was set
+  from experiments import throughput
+  c = throughput.get_config('quick')
+  c.sweep.models, c.sweep.seq_lens = ['lstm'], [8]
+  c.bench = ml_collections.ConfigDict(dict(hidden=8, heads=2, batch=2, steps=1, warmup=1))
+  monkeypatch.setenv('NPROC', '1')
+  rows = benchmark.run(c, str(tmp_path / 'a'))
+  assert rows[0]['nproc_env'] == 1
+  assert 'NPROC=1 is set' in capsys.readouterr().out
+  monkeypatch.setenv('NPROC', 'junk')
+  rows = benchmark.run(c, str(tmp_path / 'b'))
+  assert rows[0]['nproc_env'] is None
+  assert 'NPROC' not in capsys.readouterr().out
+
+
 def test_slope_and_crossover():
   pts = [(t, 3.0 * t ** 2) for t in (64, 256, 1024, 4096)]
   assert plots_throughput.fitted_slope(pts) == pytest.approx(2.0)
