@@ -316,7 +316,8 @@ def nproc_env() -> int | None:
   thread pool by it (DefaultThreadPoolSize in xla/pjrt: 'a CPU reservation for
   tests'): with one CPU device, NPROC=1 made the 1024^3 product and the fused LSTM
   one-core figures here (1.00 cores busy; 981 against 665 ms a step at T=1024). With
-  jax_num_cpu_devices=2 it did not (666 against 633 ms). Rows record it; run() prints a line when set."""
+  jax_num_cpu_devices=2 it did not (666 against 633 ms). Rows record it; run() prints a
+  line when it is set."""
   try:
     n = int(os.environ.get('NPROC', ''))
   except ValueError:
