@@ -149,12 +149,20 @@ def flops_per_token(name: str, bc: BenchConfig, seq_len: int) -> float:
   return 2.0 * 2 * d * d   # other recurrences (lru, mingru): about two D x D products
 
 
-def _rate(f, args, flops: float, reps: int) -> tuple[float, float]:
-  """(FLOP/s, cores busy) of jitted f: median of reps calls after one warm-up."""
+def _rate(f, args, flops: float, reps: int, rounds: int = 3) -> tuple[float, float]:
+  """(FLOP/s, cores busy) of jitted f: the best of `rounds` medians of reps calls each,
+  after one warm-up call. A ceiling is the best the device does: on the 2-core CPU
+  here, one median came out at 51-140 GFLOP/s for the batched product and 157-367 for
+  1024^3 from process to process; the best of 3 rounds at 143-148 and 352-376 (five
+  processes)."""
   jax.block_until_ready(f(*args))
-  cpu0, wall0 = time.process_time(), time.perf_counter()
-  step_s = _median_time(f, args, BenchConfig(steps=reps, warmup=0))
-  return flops / step_s, (time.process_time() - cpu0) / (time.perf_counter() - wall0)
+  best = (0.0, 0.0)
+  for _ in range(rounds):
+    cpu0, wall0 = time.process_time(), time.perf_counter()
+    step_s = _median_time(f, args, BenchConfig(steps=reps, warmup=0))
+    best = max(best, (flops / step_s,
+                      (time.process_time() - cpu0) / (time.perf_counter() - wall0)))
+  return best
 
 
 def matmul_ceilings(n: int = 1024, reps: int = 5) -> dict:
