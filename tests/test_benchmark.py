@@ -33,6 +33,14 @@ def test_matmul_ceilings_measure_rate_and_cores():
     assert 0 < c[k] <= benchmark.usable_cores() + 0.5
 
 
+def test_a_ceiling_is_the_best_of_its_rounds(monkeypatch):
+  medians = iter([0.2, 0.1, 0.4])    # seconds per call, one median per round
+  monkeypatch.setattr(benchmark, '_median_time', lambda f, args, bc: next(medians))
+  import jax.numpy as jnp
+  rate, _ = benchmark._rate(lambda: jnp.zeros(()), (), flops=1.0, reps=2, rounds=3)
+  assert rate == pytest.approx(10.0)
+
+
 def test_usable_cores_follow_the_affinity_mask(monkeypatch):
   before = benchmark.usable_cores()
   with monkeypatch.context() as m:   # what `taskset -c 0` shows the process
