@@ -473,8 +473,8 @@ def run(config, workdir: str) -> list[dict]:
         f'({ceilings["ceiling_cores_busy"]:.2f} cores busy), '
         f'{ceilings["batched_ceiling_flops_per_s"] / 1e9:.1f} GFLOP/s batched 128 x (128x64x128) '
         f'({ceilings["batched_ceiling_cores_busy"]:.2f} cores busy)')
-  if nproc_env():
-    print(f'NPROC={nproc_env()} is set: XLA:CPU sizes its thread pool by it (the 1024^3 '
+  if nproc := nproc_env():
+    print(f'NPROC={nproc} is set: XLA:CPU sizes its thread pool by it (the 1024^3 '
           f'product kept {ceilings["ceiling_cores_busy"]:.2f} of {usable_cores()} cores busy); '
           f'unset it for an all-core run')
   last_ok = {}   # model -> (seq_len, step_s) of its longest finished point
