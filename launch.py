@@ -7,13 +7,13 @@
 Sweep axes given as flags override the config's own lists; every other setting is a
 dotted override of the config (`--config.model.hidden=128`).
 """
-import glob
-import importlib.util
 import os
 import sys
 
 from absl import app, flags
 from ml_collections import config_flags
+
+from seqlab import config as seqlab_config
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 DEFAULT_CONFIG = 'experiments/grad_flow.py'
@@ -32,30 +32,16 @@ def check_config_args(argv) -> None:
     if a.startswith('--config='):
       spec, at = a.split('=', 1)[1], i
   path, _, arg = spec.partition(':')
-  if not os.path.isfile(path) and os.path.isfile(os.path.join(HERE, path)):
-    path = os.path.join(HERE, path)  # experiments/... works from any directory
-    if at is not None:
-      argv[at] = f'--config={path}' + (f':{arg}' if arg else '')
-  if not os.path.isfile(path):
-    known = sorted(os.path.relpath(p, HERE) for p in glob.glob(os.path.join(HERE, 'experiments', '[!_]*.py')))
-    fail(f'config file {path!r} not found; available: {", ".join(known)}')
-  module_spec = importlib.util.spec_from_file_location('_seqlab_config', path)
-  module = importlib.util.module_from_spec(module_spec)
-  module_spec.loader.exec_module(module)
   try:
-    config = module.get_config(arg) if arg else module.get_config()
-  except ValueError as e:  # an unknown :variant names itself and the allowed ones
+    path = seqlab_config.resolve_path(path)
+    if at is not None:   # experiments/... works from any directory
+      argv[at] = f'--config={path}' + (f':{arg}' if arg else '')
+    config = seqlab_config.load(f'{path}:{arg}' if arg else path)
+    for a in argv[1:]:
+      if a.startswith('--config.'):
+        seqlab_config.check_override(config, a[len('--config.'):].split('=', 1)[0], a)
+  except ValueError as e:  # a missing file, an unknown :variant or key: one line
     fail(str(e))
-  for a in argv[1:]:
-    if not a.startswith('--config.'):
-      continue
-    key = a[len('--config.'):].split('=', 1)[0]
-    node, walked = config, 'config'
-    for part in key.split('.'):
-      if not hasattr(node, 'keys') or part not in node:
-        allowed = ', '.join(sorted(node.keys())) if hasattr(node, 'keys') else '(none: not a group)'
-        fail(f'unknown config key {walked}.{part} in {a!r}; keys of {walked}: {allowed}')
-      node, walked = node[part], f'{walked}.{part}'
 
 
 if __name__ == '__main__':
@@ -68,13 +54,14 @@ config_flags.DEFINE_config_file(
 flags.DEFINE_string('workdir', None, 'Run directory (default: runs/<config name>), a local '
                     'path or gs://bucket/path. The same command on the same workdir skips '
                     'finished points.')
-flags.DEFINE_list('models', None, 'Models to sweep, e.g. rnn,lstm,gru,transformer.')
+flags.DEFINE_list('models', None, 'Models to sweep, e.g. rnn,lstm,gru,transformer; '
+                  'MODEL:KERNEL picks a kernel, e.g. lstm:fused.')
 flags.DEFINE_list('tasks', None, 'Tasks to sweep, e.g. adding,copy,recall,kback.')
 flags.DEFINE_list('seq_lens', None, 'Sequence lengths to sweep, e.g. 50,200,1000.')
 flags.DEFINE_list('seeds', None, 'Seeds to sweep, e.g. 0,1,2.')
 flags.DEFINE_bool('override', False, 'Run even though --workdir holds a config.json that '
                   'differs from this command (finished points are kept).')
-# Multi-host (seqlab/distributed.py): automatic on a TPU VM pod, explicit elsewhere.
+# Multi-host (seqlab/infra/distributed.py): automatic on a TPU VM pod, explicit elsewhere.
 flags.DEFINE_bool('distributed', False, 'Call jax.distributed.initialize() with the cluster '
                   'auto-detected (TPU VM pods; --tpu passes it to every worker).')
 flags.DEFINE_string('coordinator_address', None, 'HOST:PORT of process 0, for a multi-host '
@@ -83,7 +70,7 @@ flags.DEFINE_integer('num_processes', None, 'Processes (hosts) in a multi-host r
 flags.DEFINE_integer('process_id', None, 'This process: 0 .. num_processes-1.')
 flags.DEFINE_integer('distributed_timeout', 300, 'Seconds to wait for every process to '
                      'join before failing with one line (exit 1).')
-# Launching on Cloud TPU VMs (seqlab/tpu_launch.py): the same command on every worker.
+# Launching on Cloud TPU VMs (seqlab/infra/tpu_launch.py): the same command on every worker.
 flags.DEFINE_string('tpu', None, 'Run this command on the TPU VM (or pod slice) NAME.')
 flags.DEFINE_string('zone', None, 'Zone of --tpu, e.g. us-central2-b.')
 flags.DEFINE_string('project', None, 'gcloud project of --tpu (default: gcloud\'s).')
@@ -130,7 +117,8 @@ def jax_process_index() -> int:
 def main(argv):
   if len(argv) > 1:
     fail(f'unexpected arguments {argv[1:]}; flags take the form --name=value')
-  from seqlab import distributed, storage, sweep
+  from seqlab import sweep
+  from seqlab.infra import distributed, storage, writer
   config = build_config()
   workdir = FLAGS.workdir or os.path.join('runs', config_name())
   try:
@@ -153,13 +141,18 @@ def main(argv):
   # Before anything asks jax for devices (sweep.validate does): every host runs this.
   if not FLAGS.tpu and distributed.connect(cluster) and jax_process_index() == 0:
     print(distributed.describe(), flush=True)
+  from seqlab import report, studies   # after connect: nothing may start jax's backends first
+  runnable = {**studies.STUDIES, 'report': report}   # config.study -> its module
+  name = config.get('study', '')
+  if name not in runnable:
+    fail(f'config.study={name!r} is not a study; allowed: {", ".join(runnable)}')
+  study = runnable[name]
   try:
-    run = sweep.study_fn(config.get('study', 'train'))
-    sweep.validate(config)
+    study.validate(config)
   except sweep.ConfigError as e:
     fail(str(e))
   if FLAGS.tpu:  # checked here, run there: the same command on every TPU worker
-    from seqlab import tpu_launch
+    from seqlab.infra import tpu_launch
     if not FLAGS.zone:
       fail(f'--tpu={FLAGS.tpu} needs --zone (e.g. --zone=us-central2-b)')
     spec = tpu_launch.TpuSpec(FLAGS.tpu, FLAGS.zone, FLAGS.project, FLAGS.accelerator_type,
@@ -170,9 +163,8 @@ def main(argv):
     sweep.open_workdir(config, workdir, override=FLAGS.override)
   except sweep.ConfigError as e:
     fail(str(e))
-  from seqlab import writer
   try:
-    run(config, workdir)
+    study.run(config, workdir)
   except writer.WriteError as e:
     fail(str(e), status=1)
   except sweep.ConfigError as e:  # a study's own checks, made before it measures anything

@@ -11,8 +11,8 @@ lru decays slowly (|lambda| in [0.9, 0.999]; r_255/r_0 ~ 0.005), mingru as (1 - 
 with z = sigmoid(0) = 1/2 at init (r_10/r_0 ~ 1e-3), GRU ~0.7 and LSTM ~0.975 per
 step, the tanh RNN barely (0.33 at t=255), the transformer drops at once and stays
 ~1e-3. Output: runs/impulse/results.jsonl and runs/impulse/figures/impulse.{png,pdf};
-panel (b) reads runs/grad_flow/results.jsonl (drawn only if that file exists: run
-experiments/grad_flow.py first).
+panel (b) reads the grad_flow study beside the workdir, runs/grad_flow/results.jsonl
+(drawn only if it exists: run experiments/grad_flow.py first).
 """
 import ml_collections
 
@@ -22,12 +22,11 @@ from experiments import grad_flow
 def get_config(arg: str = ''):
   c = grad_flow.get_config()
   c.study = 'impulse'
-  c.sweep.models = grad_flow.default_models()
+  c.sweep.models = list(grad_flow.MODELS)
   c.sweep.seq_lens = [256]
   c.sweep.seeds = [0, 1]
   c.impulse = ml_collections.ConfigDict(dict(
-      directions=8,                                     # random unit impulses averaged
-      grad_flow_results='runs/grad_flow/results.jsonl'))  # panel (b); skipped if absent
+      directions=8))                    # random unit impulses averaged
   if arg in ('long', 'full'):
     c.sweep.seq_lens = [2048]
   elif arg not in ('', 'quick'):

@@ -8,7 +8,7 @@ Expect: LSTM, GRU and the transformer far below the adding problem's chance MSE 
 1/6; the vanilla RNN at chance (measured: 0.90x chance at T=50, 0.99x at T=200).
 Results in runs/long_range/results.jsonl, one line per point, and a table against chance.
 
-Study mode (figure and paper-style table: seqlab/plots_long_range.py):
+Variants (table, figure and claims: seqlab/studies/long_range.py):
   :quick  adding, copy, recall at T in {32, 128}, 2 seeds, 300 steps (CPU, part of
           experiments/report.py:quick)
   :full   adding, copy, recall at T from 50 to 1000, 3 seeds, 3000 steps (GPU/TPU)
@@ -18,14 +18,15 @@ import ml_collections
 
 def get_config(arg: str = ''):
   c = ml_collections.ConfigDict()
-  c.study = 'train'
+  c.study = 'long_range'
   c.seed = 0
   c.num_devices = 0                     # 0: every device jax sees
   c.model = ml_collections.ConfigDict(dict(
       name='lstm', hidden=64, layers=1, param_budget=0, recurrent_init='orthogonal',
       spectral_radius=1.0, forget_bias=1.0, unroll=1, heads=4, mlp_ratio=4,
-      positions='sinusoidal', pool='cls', attention_impl='einsum',
-      scan_impl='parallel', r_min=0.9, r_max=0.999))  # lru/mingru (seqlab.linear_rnn)
+      positions='sinusoidal', pool='cls',
+      kernel='auto',                    # a kernel of seqlab.models.KERNELS; auto: the default
+      r_min=0.9, r_max=0.999))          # lru: the eigenvalue ring (seqlab.models.linear_rnn)
   c.task = ml_collections.ConfigDict(dict(name='adding', seq_len=50))
   c.train = ml_collections.ConfigDict(dict(
       steps=600, batch_size=32, lr=3e-3, warmup_steps=50, weight_decay=0.0, clip_norm=1.0,

@@ -7,7 +7,7 @@
   python launch.py --config=experiments/text.py --tasks=textclf --models=lstm,transformer \
       --seq_lens=256
 
-Offline corpora (no download; see seqlab/text_tasks.py): charlm reads the running
+Offline corpora (no download; see seqlab/data/text_tasks.py): charlm reads the running
 interpreter's top-level standard-library *.py files (every 10th file held out);
 textclf classifies which of 4 stdlib packages (asyncio, email, unittest, xml) a
 paragraph of source comes from; listops is generated from the LRA grammar.
@@ -31,12 +31,8 @@ from experiments import long_range
 
 
 def get_config(arg: str = ''):
-  c = ml_collections.ConfigDict()
+  c = long_range.get_config()          # the same model and train options as every study
   c.study = 'text'
-  c.seed = 0
-  c.num_devices = 0                     # 0: every device jax sees
-  c.model = long_range.get_config().model   # the same model options as every study
-  c.model.hidden = 64
   c.task = ml_collections.ConfigDict(dict(
       name='charlm', seq_len=128,
       dataset='stdlib',                 # 'stdlib' (offline), a Hub id, or '' to read `path`
@@ -46,10 +42,7 @@ def get_config(arg: str = ''):
       split='train', eval_split='',     # '' -> every 10th row of `split` is held out
       tokenizer='byte',                 # 'byte' (UTF-8, 256 ids) or 'char' (train alphabet)
       eval_fraction=0.1))
-  c.train = ml_collections.ConfigDict(dict(
-      steps=200, batch_size=16, lr=3e-3, warmup_steps=20, weight_decay=0.0, clip_norm=1.0,
-      final_lr_fraction=0.0, log_every=50, eval_batches=8, tensorboard=False,
-      checkpoint_every=100, keep_checkpoints=2, skip_nonfinite=0))
+  c.train.update(dict(steps=200, batch_size=16, warmup_steps=20, log_every=50))
   c.sweep = ml_collections.ConfigDict(dict(
       models=['lstm', 'transformer'], tasks=['charlm'], seq_lens=[128, 512], seeds=[0]))
   if arg == 'full':  # GPU/TPU scale

@@ -6,6 +6,7 @@ is installed: pip install -r requirements-bench.txt) measured in the same run.
   python launch.py --config=experiments/throughput.py          # T = 64 .. 16384
   python launch.py --config=experiments/throughput.py:quick    # T = 64, 256
   python launch.py --config=experiments/throughput.py --models=lstm,lstm:fused,flax_lstm
+  python launch.py --config=experiments/throughput.py:scan     # lru/mingru scans vs lstm
 
 Batch 32, hidden 256, float32, 4 heads of 64, every recurrent scan unrolled 4x
 (flax's too). 'attention:blocked@2' is the blocked layer with its batch split over the
@@ -21,24 +22,13 @@ and runs/throughput/figures/throughput_{a,b,c}.{png,pdf}.
 """
 import ml_collections
 
-# recurrent side, attention side, then baselines; lru/mingru join when registered
-# ('@2': the batch split over 2 devices, see seqlab/benchmark.py; jax_attention@2, its
-# baseline at the same split, is left out by default: 75 s a sweep, at 1.06x jax_attention)
-MODEL_ORDER = ('rnn', 'gru', 'gru:fused', 'lstm', 'lstm:fused', 'lru', 'mingru',
-               'attention:einsum', 'attention:blocked', 'attention:blocked@2', 'transformer',
-               'flax_lstm', 'torch_lstm', 'jax_attention', 'torch_sdpa')
-
-
-def default_models() -> list[str]:
-  from seqlab import benchmark, models
-  out = []
-  for m in MODEL_ORDER:
-    if m in ('lru', 'mingru'):
-      if m in models.MODELS:
-        out += benchmark.scan_variants(m)
-    else:
-      out.append(m)
-  return out
+# recurrent side, attention side, then baselines. NAME[:KERNEL][@DEVICES]: '@2' splits
+# the batch over 2 devices (seqlab/measure/benchmark.py); jax_attention@2, its baseline
+# at the same split, is left out by default (75 s a sweep, at 1.06x jax_attention).
+MODELS = ['rnn', 'gru', 'gru:fused', 'lstm', 'lstm:fused', 'lru:parallel', 'lru:sequential',
+          'mingru:parallel', 'mingru:sequential', 'attention:einsum', 'attention:blocked',
+          'attention:blocked@2', 'transformer', 'flax_lstm', 'torch_lstm', 'jax_attention',
+          'torch_sdpa']
 
 
 def get_config(arg: str = ''):
@@ -49,16 +39,20 @@ def get_config(arg: str = ''):
   # The '@2' models split their batch over 2 of them; every other model runs on one,
   # whose XLA thread pool still spans every core. No effect on a GPU or TPU.
   c.cpu_devices = 2
-  c.own_sweep_axes = True   # model names here are layers and baselines, checked by the runner
   c.bench = ml_collections.ConfigDict(dict(hidden=256, heads=4, batch=32, steps=10, warmup=2,
                                            unroll=4, max_step_s=4.0))
   c.sweep = ml_collections.ConfigDict(dict(
-      models=default_models(), tasks=['none'], seeds=[0],
+      models=list(MODELS), tasks=['none'], seeds=[0],
       seq_lens=[64, 256, 1024, 4096, 16384]))
   if arg == 'quick':
     c.sweep.seq_lens = [64, 256]
     c.bench.steps = 10
     c.bench.warmup = 1
+  elif arg == 'scan':   # parallel vs sequential scans of the linear recurrences
+    c.sweep.models = ['lstm', 'lru:sequential', 'lru:parallel', 'mingru:sequential',
+                      'mingru:parallel']
+    c.sweep.seq_lens = [1024, 8192]
+    c.bench.update(dict(hidden=128, batch=8, steps=5, warmup=1, max_step_s=120.0))
   elif arg not in ('', 'full'):
-    raise ValueError(f'unknown throughput variant {arg!r}; allowed: quick, full')
+    raise ValueError(f'unknown throughput variant {arg!r}; allowed: quick, full, scan')
   return c

@@ -1,40 +1,26 @@
 """Sweeps: validate a config, run each point in its own subdirectory, keep
 results.jsonl (one line per finished point) and print a summary table.
 
-STUDIES maps `config.study` to the function that runs it: run(config, workdir).
+A point is one (model, task, seq_len, seed); its model may name a kernel,
+'MODEL:KERNEL' (seqlab.models.KERNELS). The studies (seqlab.studies) run their points
+through these functions.
 """
 from __future__ import annotations
 
 import copy
-import importlib
 import itertools
 import math
 import os
 
 import jax
 
-from seqlab import models, storage, tasks, writer
+from seqlab import models
+from seqlab.data import tasks
+from seqlab.infra import storage, writer
 
 
 class ConfigError(ValueError):
   """Bad user input: launch.py prints it as one line and exits with status 2."""
-
-
-STUDIES = {
-    'train': 'seqlab.sweep:run',
-    'report': 'seqlab.report:run',
-    'grad_flow': 'seqlab.grad_flow:run',
-    'impulse': 'seqlab.impulse:run',
-    'throughput': 'seqlab.benchmark:run',
-    'text': 'seqlab.text_tasks:run',
-}
-
-
-def study_fn(name: str):
-  if name not in STUDIES:
-    raise ConfigError(f'unknown study {name!r}; allowed: {", ".join(sorted(STUDIES))}')
-  module, fn = STUDIES[name].split(':')
-  return getattr(importlib.import_module(module), fn)
 
 
 # --------------------------------------------------------------------------- validation
@@ -46,13 +32,20 @@ def _allowed(kind: str, value, table) -> None:
 def validate(config) -> None:
   """Checks every sweep axis and the sizes before anything compiles."""
   sw = config.get('sweep')
-  if sw is None or config.get('own_sweep_axes', False):
-    return  # the report (no axes) and throughput (its own model names) check their own
+  if sw is None:
+    return
   if not sw.models or not sw.tasks or not sw.seq_lens or not sw.seeds:
     raise ConfigError('the sweep is empty: --models, --tasks, --seq_lens and --seeds each '
                       'need at least one value')
   for m in sw.models:
-    _allowed('model', m, models.MODELS)
+    name, kernel = models.split_name(m)
+    _allowed('model', name, models.MODELS)
+    if kernel == 'auto':
+      kernel = config.get('model', {}).get('kernel', 'auto')
+    try:
+      models.resolve_kernel(name, kernel)
+    except ValueError as e:
+      raise ConfigError(f'{e} (in --models={m})' if ':' in m else str(e)) from None
   for t in sw.tasks:
     _allowed('task', t, tasks.task_names())
   for t in sw.tasks:
@@ -92,10 +85,7 @@ def validate(config) -> None:
       raise ConfigError(f'model.positions={mc.positions!r}; allowed: sinusoidal, learned')
     if mc.get('pool', 'cls') not in ('cls', 'mean'):
       raise ConfigError(f'model.pool={mc.pool!r}; allowed: cls, mean')
-    from seqlab import cells, linear_rnn
-    if mc.get('scan_impl', 'parallel') not in linear_rnn.SCAN_IMPLS:
-      raise ConfigError(f'model.scan_impl={mc.scan_impl!r}; allowed: '
-                        f'{", ".join(linear_rnn.SCAN_IMPLS)}')
+    from seqlab.models import cells
     if mc.get('recurrent_init', 'orthogonal') not in cells.RECURRENT_INITS:
       raise ConfigError(f'model.recurrent_init={mc.recurrent_init!r}; allowed: '
                         f'{", ".join(cells.RECURRENT_INITS)}')
@@ -182,13 +172,23 @@ def point_name(p: dict) -> str:
   return f'{p["model"]}-{p["task"]}-T{p["seq_len"]}-s{p["seed"]}'
 
 
-def point_config(config, p: dict):
+def point_config(config, p: dict, **model_fields):
+  """A copy of config for one point: its axes that p gives (model as MODEL[:KERNEL],
+  task, seq_len, seed) and any model fields given by name (e.g. spectral_radius=0.9)."""
   c = copy.deepcopy(config)
   with c.unlocked():
-    c.model.name = p['model']
-    c.task.name = p['task']
-    c.task.seq_len = p['seq_len']
-    c.seed = p['seed']
+    if 'model' in p:
+      c.model.name, kernel = models.split_name(p['model'])
+      if kernel != 'auto':
+        c.model.kernel = kernel
+    if 'task' in p:
+      c.task.name = p['task']
+    if 'seq_len' in p:
+      c.task.seq_len = int(p['seq_len'])
+    if 'seed' in p:
+      c.seed = int(p['seed'])
+    for k, v in model_fields.items():
+      c.model[k] = v
   return c
 
 
@@ -199,7 +199,9 @@ def finished(workdir: str) -> dict[str, dict]:
 
 
 def record(workdir: str, p: dict, result: dict) -> dict:
-  row = {'point': point_name(p), **result}
+  """Appends the point's results line: its name, the result, and its axes (the model
+  as swept, MODEL[:KERNEL])."""
+  row = {'point': point_name(p), **result, **p}
   if writer.is_writer():
     writer.append_jsonl_atomic(os.path.join(workdir, 'results.jsonl'), row)
   return row
@@ -226,7 +228,7 @@ def run(config, workdir: str) -> list[dict]:
   return rows
 
 
-def _fmt(x, spec='.4f'):
+def fmt(x, spec='.4f'):
   return '-' if x is None or (isinstance(x, float) and not math.isfinite(x)) else format(x, spec)
 
 
@@ -238,8 +240,9 @@ def summary_table(rows: list[dict]) -> str:
   for r in rows:
     ratio = (r['final_loss'] / r['chance_loss']
              if r.get('final_loss') is not None and r.get('chance_loss') else None)
+    loss = (f'diverged at step {r["diverged_at_step"]}' if r.get('diverged_at_step') is not None
+            else f'{fmt(r.get("final_loss")):>9} {fmt(r.get("chance_loss")):>9} '
+                 f'{fmt(ratio, ".3f"):>11} {fmt(r.get("final_accuracy"), ".3f"):>6}')
     lines.append(f'{r["task"]:<8} {r["seq_len"]:>6} {r["model"]:<12} {r["seed"]:>4} '
-                 f'{r["num_params"]:>9,} {_fmt(r.get("final_loss")):>9} '
-                 f'{_fmt(r.get("chance_loss")):>9} {_fmt(ratio, ".3f"):>11} '
-                 f'{_fmt(r.get("final_accuracy"), ".3f"):>6}')
+                 f'{r["num_params"]:>9,} {loss}')
   return '\n'.join(lines)

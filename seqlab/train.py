@@ -20,7 +20,9 @@ import jax.numpy as jnp
 import optax
 from flax import nnx
 
-from seqlab import checkpoint, models, sharding, tasks, writer
+from seqlab import models
+from seqlab.data import tasks
+from seqlab.infra import checkpoint, sharding, writer
 
 Array = jax.Array
 
@@ -249,6 +251,8 @@ def train(config, workdir: str, *, verbose: bool = True, return_params: bool = F
       'final_loss': _none_if_nan(ev['loss']),
       'final_accuracy': _none_if_nan(ev['accuracy']),
       'chance_loss': chance, 'wall_s': time.time() - t_start,
+      'majority_accuracy': (task.majority_accuracy(seq_len) if task.majority_accuracy
+                            else None),
       'tokens_per_s': _none_if_nan(tokens_per_s),
       'diverged_at_step': diverged[0] if diverged else None,
   }

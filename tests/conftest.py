@@ -11,7 +11,6 @@ import pytest
 
 os.environ.setdefault('XLA_FLAGS', '--xla_force_host_platform_device_count=8')
 os.environ.setdefault('JAX_PLATFORMS', 'cpu')
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 # gcsfs asks real Cloud Storage for a bucket's type over gRPC (60 s timeouts against
 # the local emulator below); read when gcsfs is imported, so set before any test runs.

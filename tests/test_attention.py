@@ -4,7 +4,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from seqlab import attention, models
+from seqlab import models
+from seqlab.models import attention
 
 
 @pytest.mark.parametrize('causal', [True, False])

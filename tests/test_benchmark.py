@@ -1,13 +1,10 @@
-"""The throughput harness: result fields, baseline ratios, slope and crossover maths,
-and the study end to end at tiny sizes (no timing thresholds: the machine is shared)."""
+"""The throughput instrument: result fields, baseline ratios, ceilings, splits over
+devices, timeouts and compile timing (no timing thresholds: the machine is shared)."""
 
-import math
-
-import ml_collections
 import numpy as np
 import pytest
 
-from seqlab import benchmark, plots_throughput, sweep
+from seqlab.measure import benchmark
 
 TINY = benchmark.BenchConfig(hidden=8, heads=2, batch=2, steps=2, warmup=1, max_step_s=60)
 CEILINGS = dict(ceiling_flops_per_s=1e9, ceiling_cores_busy=1.0,
@@ -110,94 +107,13 @@ def test_split_layer_trains_like_the_unsplit_one():
   for name in ('attention:blocked', 'attention:blocked@2'):
     train_step, _, params, opt_state, e = benchmark.jax_step(name, TINY, 16)
     out[name] = jax.jit(train_step)(params, opt_state, e)
-    assert len(e.sharding.device_set) == benchmark.split_name(name)[1]
+    assert len(e.sharding.device_set) == benchmark.split_devices(name)[1]
   (p1, _, l1), (p2, _, l2) = out.values()
   assert float(l2) == pytest.approx(float(l1), rel=1e-5)
   for a, b in zip(jax.tree.leaves(p1), jax.tree.leaves(p2)):
     np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5, atol=1e-6)
   r = benchmark.measure('attention:blocked@2', TINY, 16, CEILINGS)
   assert r['status'] == 'ok' and r['devices'] == 2 and r['model'] == 'attention:blocked@2'
-
-
-@pytest.mark.parametrize('model, words', [
-    ('attention:blocked@x', ["'attention:blocked@x'", 'integer >= 1']),
-    ('attention:blocked@0', ["'attention:blocked@0'", 'integer >= 1']),
-    ('torch_sdpa@2', ["'torch_sdpa@2'", 'no @N']),
-    ('attention:blocked@3', ['bench.batch=2', 'multiple of 3']),
-])
-def test_bad_split_is_a_config_error(model, words, tmp_path):
-  from experiments import throughput
-  c = throughput.get_config('quick')
-  c.sweep.models = [model]
-  c.bench = ml_collections.ConfigDict(dict(hidden=8, heads=2, batch=2, steps=1, warmup=1))
-  with pytest.raises(sweep.ConfigError) as e:
-    benchmark.run(c, str(tmp_path))
-  for w in words:
-    assert w in str(e.value)
-  assert not (tmp_path / 'results.jsonl').exists()
-
-
-def test_split_over_more_devices_than_exist_is_skipped_with_a_line(tmp_path, capsys):
-  import jax
-  from experiments import throughput
-  c = throughput.get_config('quick')
-  too_many = f'attention:blocked@{2 * jax.device_count()}'
-  c.sweep.models = ['lstm', too_many]
-  c.sweep.seq_lens = [8]
-  c.bench = ml_collections.ConfigDict(dict(hidden=8, heads=2, batch=2 * jax.device_count(),
-                                           steps=1, warmup=1))
-  rows = benchmark.run(c, str(tmp_path))
-  assert [r['model'] for r in rows] == ['lstm']
-  assert f'{too_many} skipped' in capsys.readouterr().out
-
-
-def test_nproc_in_the_environment_is_recorded_with_a_line(tmp_path, capsys, monkeypatch):
-  # XLA:CPU sizes its thread pool by NPROC, so a results file must say it was set
-  from experiments import throughput
-  c = throughput.get_config('quick')
-  c.sweep.models, c.sweep.seq_lens = ['lstm'], [8]
-  c.bench = ml_collections.ConfigDict(dict(hidden=8, heads=2, batch=2, steps=1, warmup=1))
-  monkeypatch.setenv('NPROC', '1')
-  rows = benchmark.run(c, str(tmp_path / 'a'))
-  assert rows[0]['nproc_env'] == 1
-  assert 'NPROC=1 is set' in capsys.readouterr().out
-  monkeypatch.setenv('NPROC', 'junk')
-  rows = benchmark.run(c, str(tmp_path / 'b'))
-  assert rows[0]['nproc_env'] is None
-  assert 'NPROC' not in capsys.readouterr().out
-
-
-def test_slope_and_crossover():
-  pts = [(t, 3.0 * t ** 2) for t in (64, 256, 1024, 4096)]
-  assert plots_throughput.fitted_slope(pts) == pytest.approx(2.0)
-  # The longer half only: T + T^2/512 has slope ~1 at short T and ~2 at long T.
-  mixed = [(t, t + t * t / 512) for t in (64, 256, 4096, 16384)]
-  all_points = np.polyfit(np.log([p[0] for p in mixed]), np.log([p[1] for p in mixed]), 1)[0]
-  assert all_points + 0.1 < plots_throughput.fitted_slope(mixed) < 2.0
-  assert plots_throughput.fitted_slope([(64, 1.0), (256, 4.0)]) == pytest.approx(1.0)  # 2 points
-  assert math.isnan(plots_throughput.fitted_slope([(64, 1.0)]))
-  rows = [dict(model='a', seq_len=t, status='ok', tokens_per_s_train=1e6 / t)
-          for t in (100, 1000)] + \
-         [dict(model='l', seq_len=t, status='ok', tokens_per_s_train=1e3) for t in (100, 1000)]
-  # a/l = 10 at T=100 and 1 at T=1000: log-linear interpolation puts the crossing at 1000
-  assert plots_throughput.crossover_t(rows, 'a', 'l') == pytest.approx(1000.0)
-
-
-def test_study_end_to_end(tmp_path):
-  from experiments import throughput
-  c = throughput.get_config('quick')
-  c.sweep.models = ['lstm:fused', 'flax_lstm', 'attention:blocked']
-  c.sweep.seq_lens = [8, 16]
-  c.bench = ml_collections.ConfigDict(dict(hidden=8, heads=2, batch=2, steps=2, warmup=1,
-                                           max_step_s=60.0))
-  rows = benchmark.run(c, str(tmp_path))
-  assert len(rows) == 6 and all(r['status'] == 'ok' for r in rows)
-  assert all('ratio_train_vs_flax_lstm' in r for r in rows)
-  assert (tmp_path / 'figures' / 'throughput_b.png').exists()
-  assert len(benchmark.run(c, str(tmp_path))) == 6     # finished points are not re-run
-  c.sweep.models = ['nope']
-  with pytest.raises(sweep.ConfigError, match='nope'):
-    benchmark.run(c, str(tmp_path))
 
 
 def test_timeout_predicted_only_beyond_twice_the_limit():

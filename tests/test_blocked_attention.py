@@ -5,7 +5,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from seqlab import attention, blocked_attention, models
+from seqlab import models
+from seqlab.models import attention, blocked_attention
 
 
 @pytest.mark.parametrize('causal,t,block', [(True, 37, 8), (False, 37, 8), (True, 16, 8),
@@ -35,7 +36,7 @@ def test_blocked_cross_attention_t_ne_s():
 def test_registered_and_causal_in_a_model():
   assert 'blocked' in attention.ATTENTION_IMPLS
   cfg = models.ModelConfig(name='transformer', hidden=16, vocab_size=0, input_dim=3,
-                           num_outputs=2, max_len=300, attention_impl='blocked')
+                           num_outputs=2, max_len=300, kernel='blocked')
   model = models.build(cfg, 0)
   x = jax.random.normal(jax.random.key(1), (1, 200, 3))   # 2 blocks of 128, padded
   t = 130

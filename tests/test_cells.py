@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from seqlab import cells
+from seqlab.models import cells
 
 jax.config.update('jax_enable_x64', False)
 B, T, D, H = 3, 7, 5, 4

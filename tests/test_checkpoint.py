@@ -6,7 +6,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import NamedSharding, PartitionSpec as P
 
-from seqlab import checkpoint
+from seqlab.infra import checkpoint
 
 
 def _state(mesh, scale=1.0):

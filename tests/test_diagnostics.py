@@ -5,7 +5,10 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from seqlab import cells, diagnostics, models, tasks
+from seqlab import models
+from seqlab.data import tasks
+from seqlab.measure import diagnostics
+from seqlab.models import cells
 
 H, T, B = 8, 40, 3
 

@@ -19,7 +19,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 import pytest
 
-from seqlab import distributed, storage, writer
+from seqlab.infra import distributed, storage, writer
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 WORKER = os.path.join(ROOT, 'tests', 'two_process_worker.py')
@@ -48,7 +48,7 @@ def free_port() -> int:
 
 
 def env(num_devices: int = 1) -> dict:
-  e = dict(os.environ, JAX_PLATFORMS='cpu', PYTHONUNBUFFERED='1')
+  e = dict(os.environ, JAX_PLATFORMS='cpu', PYTHONUNBUFFERED='1', PYTHONPATH=ROOT)
   e['XLA_FLAGS'] = f'--xla_force_host_platform_device_count={num_devices}' if num_devices > 1 else ''
   return e
 
@@ -160,7 +160,7 @@ def test_single_host_does_not_initialize():
 
 
 def test_mesh_has_a_model_axis_and_batches_split_over_data():
-  from seqlab import sharding
+  from seqlab.infra import sharding
   mesh = sharding.make_mesh(8, model_parallel=2)
   assert dict(mesh.shape) == {'data': 4, 'model': 2}
   batch = {'inputs': np.arange(8 * 3, dtype=np.float32).reshape(8, 3)}

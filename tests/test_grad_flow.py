@@ -5,7 +5,11 @@ import numpy as np
 import pytest
 
 from experiments import grad_flow as grad_flow_config
-from seqlab import grad_flow, sweep, tasks, train, writer
+from seqlab import sweep, train
+from seqlab.data import tasks
+from seqlab.infra import writer
+from seqlab.measure import diagnostics
+from seqlab.studies import grad_flow
 
 
 def tiny_config():
@@ -37,8 +41,8 @@ def test_seeds_in_one_vmapped_call_match_one_seed_alone():
   c = tiny_config()
   task = tasks.build(c.task)
   cfg = train.model_config(c, task, 16)
-  both = grad_flow.measure_seeds(cfg, task, [0, 1], 16, 2)
-  alone = grad_flow.measure_seeds(cfg, task, [1], 16, 2)
+  both = diagnostics.measure_seeds(cfg, task, [0, 1], 16, 2)
+  alone = diagnostics.measure_seeds(cfg, task, [1], 16, 2)
   np.testing.assert_allclose(both['grad'][1], alone['grad'][0], rtol=1e-5)
   np.testing.assert_allclose(both['state_jacobian'][1], alone['state_jacobian'][0], rtol=1e-5)
   assert not np.allclose(both['grad'][0], both['grad'][1])  # seeds differ

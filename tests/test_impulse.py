@@ -9,12 +9,15 @@ import numpy as np
 import pytest
 
 from experiments import impulse as impulse_config
-from seqlab import impulse, models, writer
+from seqlab import models
+from seqlab.infra import writer
+from seqlab.measure import diagnostics
+from seqlab.studies import impulse
 
 
 def _ratio(layer, seq_len=60):
-  e = impulse.impulse_inputs(jax.random.key(0), 3, seq_len, layer.norm.num_features)
-  r_KxTxN = np.asarray(impulse.state_impulse_response(layer, e), np.float64)
+  e = diagnostics.impulse_inputs(jax.random.key(0), 3, seq_len, layer.norm.num_features)
+  r_KxTxN = np.asarray(diagnostics.state_impulse_response(layer, e), np.float64)
   keep = r_KxTxN[:, :1] > 1e-4          # channels the impulse reached
   return r_KxTxN / np.where(keep, r_KxTxN[:, :1], 1.0), keep
 
@@ -45,28 +48,28 @@ def test_mingru_state_response_is_one_minus_gate_to_the_t():
 @pytest.mark.parametrize('name', ['rnn', 'lstm', 'gru', 'lru', 'mingru', 'transformer'])
 def test_every_model_responds_to_the_impulse_and_nothing_before_it(name):
   m = models.build(models.ModelConfig(name=name, hidden=8, max_len=32), 0)
-  r = np.asarray(impulse.impulse_response(m, 24, jax.random.key(1), directions=2))
+  r = np.asarray(diagnostics.impulse_response(m, 24, jax.random.key(1), directions=2))
   assert r.shape == (24,) and np.all(np.isfinite(r)) and r[0] > 1e-3
   # An impulse at t=5 leaves h_0..h_4 exactly as for zero input (causality).
-  e = jnp.roll(impulse.impulse_inputs(jax.random.key(2), 1, 24, 8), 5, axis=1)
+  e = jnp.roll(diagnostics.impulse_inputs(jax.random.key(2), 1, 24, 8), 5, axis=1)
   diff = jnp.abs(m.backbone(e, causal=True) - m.backbone(jnp.zeros_like(e), causal=True))
   assert float(diff[:, :5].max()) < 1e-6 and float(diff[:, 5].max()) > 1e-3
 
 
 def test_study_writes_results_and_figures_and_skips_finished(tmp_path, capsys):
   c = impulse_config.get_config()
-  grad = tmp_path / 'grad.jsonl'
-  grad.write_text(json.dumps({'point': 'recall-models-init-rnn-T16-s0', 'phase': 'init',
-                              'model': 'rnn', 'seq_len': 16, 'seed': 0,
+  (tmp_path / 'grad_flow').mkdir()   # the grad_flow study beside the workdir: panel (b)
+  (tmp_path / 'grad_flow' / 'results.jsonl').write_text(json.dumps({'point': 'recall-models-init-rnn-T16-s0', 'phase': 'init',
+                              'sweep': 'models', 'model': 'rnn', 'seq_len': 16, 'seed': 0,
                               'grad_norm_by_distance': [1.0, 0.5, 0.25]}) + '\n')
   with c.unlocked():
     c.sweep.models, c.sweep.seq_lens, c.sweep.seeds = ['rnn', 'lru'], [16], [0]
     c.model.hidden = 8
-    c.impulse.grad_flow_results = str(grad)
-  from seqlab import sweep
-  rows = sweep.study_fn('impulse')(c, str(tmp_path))
+  workdir = str(tmp_path / 'impulse')
+  rows = impulse.run(c, workdir)
   assert {r['model'] for r in rows} == {'rnn', 'lru'}
   assert all(len(r['impulse_response']) == 16 and r['impulse_response'][0] == 1.0 for r in rows)
-  assert os.path.exists(tmp_path / 'figures' / 'impulse.png')
-  sweep.study_fn('impulse')(c, str(tmp_path))
-  assert len(writer.read_jsonl(str(tmp_path / 'results.jsonl'))) == 2
+  assert os.path.exists(tmp_path / 'impulse' / 'figures' / 'impulse.png')
+  assert 'grad_flow, init' in capsys.readouterr().out or impulse.grad_flow_rows(workdir)
+  impulse.run(c, workdir)
+  assert len(writer.read_jsonl(str(tmp_path / 'impulse' / 'results.jsonl'))) == 2

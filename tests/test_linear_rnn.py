@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from seqlab import linear_rnn, models, train
+from seqlab import models, train
+from seqlab.models import linear_rnn
 from tests.test_train import tiny_config
 
 
@@ -51,9 +52,9 @@ def test_model_sequential_equals_parallel_at_T4096(name):
   (jax 0.10.2, chunked parallel scan): outputs differ by 2.4e-6 (lru) / 9.5e-7 (mingru)
   max abs, gradients by 4.0e-7 / 7.9e-8 of the largest gradient. Asserted: 1e-4 abs and
   1e-3 relative."""
-  cfg = models.ModelConfig(name=name, hidden=8, layers=2, input_dim=3, scan_impl='sequential')
+  cfg = models.ModelConfig(name=name, hidden=8, layers=2, input_dim=3, kernel='sequential')
   m_seq = models.build(cfg, 0)
-  m_par = models.build(dataclasses.replace(cfg, scan_impl='parallel'), 0)
+  m_par = models.build(dataclasses.replace(cfg, kernel='parallel'), 0)
   e = jax.random.normal(jax.random.PRNGKey(2), (2, 4096, 8))
   dtype = jnp.complex64 if name == 'lru' else jnp.float32
   h0 = [(jax.random.normal(jax.random.PRNGKey(3 + i), (2, 8)) * (1 + 1j if name == 'lru' else 1)
@@ -89,14 +90,14 @@ def test_one_training_step(name, scan_impl, tmp_path):
   """Each model and each scan once through the one training loop."""
   c = tiny_config(name, 'adding', seq_len=20, steps=1)
   with c.unlocked():
-    c.model.scan_impl = scan_impl
+    c.model.kernel = scan_impl
   r = train.train(c, str(tmp_path), verbose=False)
   assert r['steps'] == 1 and np.isfinite(r['final_loss'])
 
 
-def test_bad_scan_impl_names_the_allowed_values():
-  with pytest.raises(ValueError, match="'fast'.*sequential, parallel"):
-    models.build(models.ModelConfig(name='lru', hidden=4, scan_impl='fast'), 0)
+def test_bad_kernel_names_the_allowed_values():
+  with pytest.raises(ValueError, match="'fast'.*allowed: auto, parallel, sequential"):
+    models.build(models.ModelConfig(name='lru', hidden=4, kernel='fast'), 0)
 
 
 @pytest.mark.parametrize('name', ['lru', 'mingru'])

@@ -13,7 +13,9 @@ import jax
 import numpy as np
 import pytest
 
-from seqlab import checkpoint, sweep, tasks, train, writer
+from seqlab import sweep, train
+from seqlab.data import tasks
+from seqlab.infra import checkpoint, writer
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ENV = dict(os.environ, XLA_FLAGS='', JAX_PLATFORMS='cpu', PYTHONPATH=ROOT)
@@ -21,7 +23,6 @@ ENV = dict(os.environ, XLA_FLAGS='', JAX_PLATFORMS='cpu', PYTHONPATH=ROOT)
 # One tiny point: train(config, workdir) with dotted overrides given as JSON.
 DRIVER = """
 import json, sys
-sys.path.insert(0, {root!r})
 from experiments import long_range
 from seqlab import train
 c = long_range.get_config()
@@ -39,7 +40,7 @@ BASE = {'num_devices': 1, 'model.name': 'gru', 'model.hidden': 16, 'task.seq_len
 
 
 def _start(workdir, overrides):
-  code = DRIVER.format(root=ROOT)
+  code = DRIVER
   return subprocess.Popen([sys.executable, '-c', code, str(workdir), json.dumps(overrides)],
                           env=ENV, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                           text=True)

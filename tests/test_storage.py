@@ -13,8 +13,10 @@ import ml_collections
 import numpy as np
 import pytest
 
-from seqlab import (checkpoint, plot_style, plots_long_range, storage, sweep, tasks, train,
-                    writer)
+from seqlab import sweep, train
+from seqlab.data import tasks
+from seqlab.infra import checkpoint, storage, writer
+from seqlab.studies import long_range, plot_style
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -132,8 +134,8 @@ def test_launch_with_a_bucket_workdir_matches_a_local_one(gcs_bucket, gs_dir, tm
   again = subprocess.run(LAUNCH + [f'--workdir={gs_dir}'], env=env, cwd=ROOT,
                          capture_output=True, text=True, timeout=180)
   assert again.returncode == 0 and 'already finished; skipping' in again.stdout
-  drawn = plots_long_range.draw(gs_dir)
-  assert drawn['figures'] and all(storage.exists(p) for p in drawn['figures'])
+  figures = long_range.draw(gs_dir)
+  assert figures and all(storage.exists(p) for p in figures)
   assert storage.exists(f'{gs_dir}/table.md')
   assert sweep.finished(gs_dir).keys() == {'gru-adding-T10-s0'}
 

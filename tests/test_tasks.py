@@ -3,7 +3,7 @@ import math
 import numpy as np
 import pytest
 
-from seqlab import tasks
+from seqlab.data import synthetic, tasks
 
 
 @pytest.mark.parametrize('name', list(tasks.TASKS))
@@ -44,7 +44,7 @@ def test_copy_memoryless_baseline_matches_formula():
 def test_kback_targets_and_mask():
   task = tasks.TASKS['kback']
   b = task.batch(0, 0, 2, 40)
-  k = tasks.KBACK_K
+  k = synthetic.KBACK_K
   np.testing.assert_array_equal(b['targets'][:, k:], b['inputs'][:, :-k])
   assert b['mask'][:, :k].sum() == 0 and np.all(b['mask'][:, k:] == 1)
 

@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 
 from experiments import text
-from seqlab import tasks, train
+from seqlab import train
+from seqlab.data import tasks
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

@@ -7,7 +7,7 @@ import subprocess
 import sys
 import types
 
-from seqlab import tpu_launch
+from seqlab.infra import tpu_launch
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ARGV = ['--config=experiments/long_range.py', '--models=lstm', '--tasks=adding',

@@ -7,7 +7,9 @@ import numpy as np
 import pytest
 
 from experiments import long_range
-from seqlab import sweep, tasks, train, writer
+from seqlab import sweep, train
+from seqlab.data import tasks
+from seqlab.infra import writer
 
 
 def tiny_config(model='lstm', task='adding', seq_len=20, steps=2, num_devices=1, **train_kw):

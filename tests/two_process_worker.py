@@ -2,7 +2,7 @@
 launcher, flags and all) in this process, optionally killing itself with SIGKILL once
 the train state reaches step KILL_AT_STEP (a deterministic kill -9 mid-run).
 
-  python tests/two_process_worker.py KILL_AT_STEP launch.py-flags...   (0: no kill)
+  PYTHONPATH=. python tests/two_process_worker.py KILL_AT_STEP launch.py-flags...   (0: no kill)
 """
 import os
 import runpy
@@ -11,7 +11,6 @@ import sys
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
-sys.path.insert(0, ROOT)
 
 kill_at = int(sys.argv[1])
 if kill_at:

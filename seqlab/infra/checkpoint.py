@@ -31,7 +31,7 @@ import orbax.checkpoint as ocp
 from absl import logging as absl_logging
 from orbax.checkpoint import checkpoint_managers
 
-from seqlab import storage
+from seqlab.infra import storage
 
 
 class _QuietOrbax(logging.Filter):

@@ -7,6 +7,11 @@
   zero probe added to the state at every step (vector-Jacobian products).
 - recurrent_spectra: spectral radius and largest singular value of every W_hh block.
 - decay_rate_per_step: slope of log gradient norm against distance from the loss.
+- measure_seeds: all of the above for several seeds in one jitted, vmapped call.
+- impulse_response: r_t = ||h_t - h^0_t|| after a unit impulse at t=0 (the IIR-filter
+  view: a recurrent network is an infinite-impulse-response filter); for a linear
+  recurrence h_t = lambda * h_{t-1} + b_t each state channel answers exactly
+  |lambda|^t |h_0 - h^0_0| (state_impulse_response, and the tests).
 
 Shapes: B batch, T time, D embedding width, H hidden.
 """
@@ -15,8 +20,11 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 import numpy as np
+from flax import nnx
 
-from seqlab import cells, tasks
+from seqlab import models
+from seqlab.data import tasks
+from seqlab.models import cells
 
 
 def grad_norm_by_position(loss_of_e, e_BxTxD: jax.Array) -> jax.Array:
@@ -100,3 +108,61 @@ def decay_rate_per_step(norm_by_distance, start: int = 1, floor: float = 1e-30) 
   if keep.sum() < 2:
     return float('nan')
   return float(np.polyfit(d[keep], np.log(g[keep]), 1)[0])
+
+
+# ------------------------------------------------------------------ several seeds at once
+def measure_seeds(cfg: models.ModelConfig, task: tasks.Task, seeds, seq_len: int,
+                  batch_size: int, params_S=None) -> dict:
+  """Diagnostics for every seed in one jitted, vmapped call (one compile for all
+  seeds). With params_S None each seed's model is initialised eagerly, outside jit
+  (seed s -> nnx.Rngs(params=s), as models.build), and the params are stacked;
+  otherwise params_S holds trained parameters stacked over seeds. Initialising inside
+  the jitted vmap (orthogonal init = LAPACK QR per gate block) deadlocked XLA's CPU
+  runtime intermittently on this 2-core machine (jaxlib 0.10.2), so it stays outside."""
+  abstract = nnx.eval_shape(lambda: models.SequenceModel(cfg, nnx.Rngs(0)))
+  graphdef, _ = nnx.split(abstract, nnx.Param)
+  batch_S = {k: jnp.stack([jnp.asarray(task.batch(s, 0, batch_size, seq_len, tasks.EVAL)[k])
+                           for s in seeds]) for k in task.batch(0, 0, 1, seq_len)}
+  keys_S = jnp.stack([jax.random.key(int(s)) for s in seeds])
+  if params_S is None:
+    params_S = jax.tree.map(lambda *a: jnp.stack(a), *[
+        nnx.split(models.build(cfg, int(s)), nnx.Param)[1] for s in seeds])
+
+  def one(key, params, batch):
+    model = nnx.merge(graphdef, params)
+    out = {"grad": model_input_grad_norms(model, batch, task), "params": params}
+    layers = recurrent_layers(model)
+    if layers:
+      out["state_jacobian"] = state_jacobian_by_position(
+          layers[0], model.embed_inputs(batch['inputs']), jax.random.fold_in(key, 1))
+    return out
+
+  out = jax.jit(jax.vmap(one))(keys_S, params_S, batch_S)
+  out = jax.device_get(out)
+  out['graphdef'] = graphdef
+  return out
+
+
+# ------------------------------------------------------------------------ impulse response
+def impulse_inputs(key: jax.Array, directions: int, seq_len: int, d: int) -> jax.Array:
+  """e [K, T, D]: a random unit vector at t=0, zeros after."""
+  u_KxD = jax.random.normal(key, (directions, d))
+  u_KxD = u_KxD / jnp.linalg.norm(u_KxD, axis=-1, keepdims=True)
+  return jnp.zeros((directions, seq_len, d)).at[:, 0].set(u_KxD)
+
+
+def impulse_response(model: models.SequenceModel, seq_len: int, key: jax.Array,
+                     directions: int = 8) -> jax.Array:
+  """r_t = ||backbone(e)_t - backbone(0)_t||, mean over K impulses: [T]."""
+  d = model.cfg.hidden
+  e_KxTxD = impulse_inputs(key, directions, seq_len, d)
+  h_KxTxD = model.backbone(e_KxTxD, causal=True)
+  h0_1xTxD = model.backbone(jnp.zeros((1, seq_len, d)), causal=True)
+  return jnp.linalg.norm(h_KxTxD - h0_1xTxD, axis=-1).mean(axis=0)
+
+
+def state_impulse_response(layer, e_KxTxD: jax.Array) -> jax.Array:
+  """|h_t - h^0_t| per state channel of one linear-recurrent layer: [K, T, N]."""
+  h = layer.states(e_KxTxD)
+  h0 = layer.states(jnp.zeros_like(e_KxTxD[:1]))
+  return jnp.abs(h - h0)

@@ -48,7 +48,7 @@ ATTENTION_IMPLS = {'einsum': _vmapped_einsum, 'jax': _jax_dot_product}
 
 
 def _blocked(q, k, v, causal):  # online-softmax blocks, O(T) memory (blocked_attention.py)
-  from seqlab import blocked_attention
+  from seqlab.models import blocked_attention
   return blocked_attention.blocked_attention(q, k, v, causal)
 
 

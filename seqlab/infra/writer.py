@@ -17,7 +17,7 @@ import time
 import jax
 import numpy as np
 
-from seqlab import storage
+from seqlab.infra import storage
 
 
 class WriteError(OSError):

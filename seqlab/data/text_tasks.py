@@ -1,6 +1,6 @@
 """Task builders for real text and ListOps: 'charlm', 'textclf', 'listops'.
 
-Registered in tasks.TASK_BUILDERS; each reads its options from config.task:
+Registered in seqlab.data.tasks.TASK_BUILDERS; each reads its options from config.task:
   dataset       'stdlib' (offline default), a Hub id, or '' to read task.path
   path          local file or glob (.txt, .csv, .jsonl, .parquet) when dataset=''
   config_name   Hub config (e.g. 'wikitext-2-raw-v1')
@@ -21,7 +21,7 @@ import os
 
 import numpy as np
 
-from seqlab import listops, tasks, text_data
+from seqlab.data import listops, task, text
 
 CLF_PACKAGES = ('asyncio', 'email', 'unittest', 'xml')
 OPTIONS = dict(dataset='stdlib', path='', config_name='', text_column='text',
@@ -38,31 +38,31 @@ def _opts(task_config) -> tuple:
 def _train_eval_datasets(o: dict, need_label: bool):
   """(train, eval) datasets.Dataset for the options; validates columns."""
   if o['dataset'] and o['dataset'] != 'stdlib':
-    train = text_data.load_hub(o['dataset'], o['config_name'], o['split'])
-    ev = (text_data.load_hub(o['dataset'], o['config_name'], o['eval_split'])
+    train = text.load_hub(o['dataset'], o['config_name'], o['split'])
+    ev = (text.load_hub(o['dataset'], o['config_name'], o['eval_split'])
           if o['eval_split'] else None)
   elif not o['dataset']:
     if not o['path']:
       raise ValueError('task.dataset is empty and task.path is not set; give task.path=<file '
                        'or glob> or task.dataset=<Hub id> or task.dataset=stdlib')
-    train, ev = text_data.load_local(o['path']), None
+    train, ev = text.load_local(o['path']), None
   else:
     raise AssertionError('stdlib is built by the callers')
   for ds in (train, ev):
     if ds is None:
       continue
-    text_data.check_column(ds, o['text_column'], 'task.text_column')
+    text.check_column(ds, o['text_column'], 'task.text_column')
     if need_label:
-      text_data.check_column(ds, o['label_column'], 'task.label_column')
+      text.check_column(ds, o['label_column'], 'task.label_column')
   if len(train) == 0:
     raise ValueError(f'the dataset ({o["dataset"] or o["path"]}) is empty')
   if ev is None and len(train) == 1 and not need_label:
     # One document (e.g. tiny_shakespeare): hold out its last eval_fraction of characters.
-    text = train[0][o['text_column']] or ''
-    cut = int(len(text) * (1.0 - o['eval_fraction']))
-    return {o['text_column']: [text[:cut]]}, {o['text_column']: [text[cut:]]}
+    doc = train[0][o['text_column']] or ''
+    cut = int(len(doc) * (1.0 - o['eval_fraction']))
+    return {o['text_column']: [doc[:cut]]}, {o['text_column']: [doc[cut:]]}
   if ev is None:
-    tr_idx, ev_idx = text_data.split_rows(len(train), o['eval_fraction'])
+    tr_idx, ev_idx = text.split_rows(len(train), o['eval_fraction'])
     train, ev = train.select(tr_idx), train.select(ev_idx)
   return train, ev
 
@@ -77,7 +77,7 @@ def lm_streams(opts: tuple):
   """(tokenizer, train LMStream, eval LMStream) for the options."""
   o = dict(opts)
   if o['dataset'] == 'stdlib':
-    files = text_data.stdlib_files()
+    files = text.stdlib_files()
     train_texts = [_read(f) for i, f in enumerate(files) if i % 10 != 9]
     eval_texts = [_read(f) for i, f in enumerate(files) if i % 10 == 9]
   else:
@@ -88,9 +88,9 @@ def lm_streams(opts: tuple):
   if not train_texts or not eval_texts:
     raise ValueError(f'the dataset ({o["dataset"] or o["path"]}) has no text in its training '
                      'or held-out split')
-  tok = text_data.make_tokenizer(o['tokenizer'], train_texts)
+  tok = text.make_tokenizer(o['tokenizer'], train_texts)
   # Documents are joined with a newline: the LM reads one stream, as in char-rnn.
-  streams = [text_data.LMStream(tok.encode('\n'.join(t))) for t in (train_texts, eval_texts)]
+  streams = [text.LMStream(tok.encode('\n'.join(t))) for t in (train_texts, eval_texts)]
   return tok, streams[0], streams[1]
 
 
@@ -99,7 +99,7 @@ def clf_rows(opts: tuple):
   """(tokenizer, train rows, eval rows, class names) for the options."""
   o = dict(opts)
   if o['dataset'] == 'stdlib':
-    root = os.path.dirname(text_data.stdlib_files()[0])
+    root = os.path.dirname(text.stdlib_files()[0])
     split_texts = ([], [])
     split_labels = ([], [])
     for label, pkg in enumerate(CLF_PACKAGES):
@@ -126,8 +126,8 @@ def clf_rows(opts: tuple):
   if len(names) < 2:
     raise ValueError(f'task.label_column={o["label_column"]!r} has {len(names)} class; '
                      'classification needs at least 2')
-  tok = text_data.make_tokenizer(o['tokenizer'], [t for t in texts[0] if t])
-  rows = [text_data.ClassificationRows(tuple(tok.encode(t or '') for t in ts), l)
+  tok = text.make_tokenizer(o['tokenizer'], [t for t in texts[0] if t])
+  rows = [text.ClassificationRows(tuple(tok.encode(t or '') for t in ts), l)
           for ts, l in zip(texts, labels)]
   return tok, rows[0], rows[1], names
 
@@ -139,16 +139,16 @@ def _label_entropy(labels: np.ndarray) -> float:
 
 
 # -------------------------------------------------------------------------------- tasks
-def charlm_task(task_config) -> tasks.Task:
+def charlm_task(task_config) -> task.Task:
   """Next-character prediction at every step; chance = unigram entropy (nats/token) of the
   training split, so loss / ln 2 is bits per character (per byte with tokenizer=byte)."""
   tok, train, ev = lm_streams(_opts(task_config))
-  h = text_data.unigram_entropy(train.tokens, tok.vocab_size)
+  h = text.unigram_entropy(train.tokens, tok.vocab_size)
 
-  def batch_fn(seed, step, batch_size, seq_len, split=tasks.TRAIN):
-    return (train if split == tasks.TRAIN else ev).batch(seed, split, step, batch_size, seq_len)
+  def batch_fn(seed, step, batch_size, seq_len, split=task.TRAIN):
+    return (train if split == task.TRAIN else ev).batch(seed, split, step, batch_size, seq_len)
 
-  return tasks.Task('charlm', 'per_step', 'xent', tok.vocab_size, tok.vocab_size, 0,
+  return task.Task('charlm', 'per_step', 'xent', tok.vocab_size, tok.vocab_size, 0,
                     make_batch=None, chance=lambda t: h,
                     chance_doc=f'unigram entropy of the training split, {h / math.log(2):.3f} '
                                f'bits/char ({len(train.tokens):,} train tokens)',
@@ -156,7 +156,7 @@ def charlm_task(task_config) -> tasks.Task:
                     max_seq_len=min(len(train.tokens), len(ev.tokens)) - 1)
 
 
-def textclf_task(task_config) -> tasks.Task:
+def textclf_task(task_config) -> task.Task:
   """Class from the final state (recurrent, left-padded) or CLS/mean pool (transformer).
 
   The transformer has no attention mask: its CLS token and mean pool also see the
@@ -164,63 +164,33 @@ def textclf_task(task_config) -> tasks.Task:
   tok, train, ev, names = clf_rows(_opts(task_config))
   h = _label_entropy(train.labels)
 
-  def batch_fn(seed, step, batch_size, seq_len, split=tasks.TRAIN):
-    return (train if split == tasks.TRAIN else ev).batch(seed, split, step, batch_size, seq_len)
+  def batch_fn(seed, step, batch_size, seq_len, split=task.TRAIN):
+    return (train if split == task.TRAIN else ev).batch(seed, split, step, batch_size, seq_len)
 
-  return tasks.Task('textclf', 'last', 'xent', len(names), tok.vocab_size, 0, make_batch=None,
+  return task.Task('textclf', 'last', 'xent', len(names), tok.vocab_size, 0, make_batch=None,
                     chance=lambda t: h,
                     chance_doc=f'class prior entropy of {len(names)} classes; majority class '
-                               f'{text_data.majority_fraction(ev.labels):.3f} of held-out rows',
-                    min_seq_len=1, batch_fn=batch_fn)
+                               f'{text.majority_fraction(ev.labels):.3f} of held-out rows',
+                    min_seq_len=1, batch_fn=batch_fn,
+                    majority_accuracy=lambda t: text.majority_fraction(ev.labels))
 
 
 @functools.lru_cache(maxsize=16)
+def listops_reference_labels(seq_len: int) -> np.ndarray:
+  """Labels of 2048 fixed expressions at this length: the sample behind ListOps' chance
+  level and majority class."""
+  return listops.make_batch(np.random.default_rng([7, 7, seq_len]), 2048, seq_len)['targets']
+
+
 def listops_label_entropy(seq_len: int) -> float:
-  """Entropy of the label distribution at this length, from 2048 fixed expressions."""
-  y = listops.make_batch(np.random.default_rng([7, 7, seq_len]), 2048, seq_len)['targets']
-  return _label_entropy(y)
+  """Entropy of the label distribution at this length (the fixed sample)."""
+  return _label_entropy(listops_reference_labels(seq_len))
 
 
-def listops_task(task_config) -> tasks.Task:
+def listops_task(task_config) -> task.Task:
   del task_config
-  return tasks.Task('listops', 'last', 'xent', listops.NUM_CLASSES, len(listops.VOCAB), 0,
+  return task.Task('listops', 'last', 'xent', listops.NUM_CLASSES, len(listops.VOCAB), 0,
                     make_batch=listops.make_batch, chance=listops_label_entropy,
-                    chance_doc='label-prior entropy (2048 sampled expressions)', min_seq_len=4)
-
-
-def majority_accuracy(task_config, seq_len: int) -> float:
-  """Held-out accuracy of always predicting the most common class."""
-  name = task_config.name
-  if name == 'textclf':
-    return text_data.majority_fraction(clf_rows(_opts(task_config))[2].labels)
-  if name == 'listops':
-    y = listops.make_batch(np.random.default_rng([7, 7, seq_len]), 2048, seq_len)['targets']
-    return text_data.majority_fraction(y)
-  return math.nan
-
-
-# -------------------------------------------------------------------------------- study
-def run(config, workdir: str) -> list[dict]:
-  """The training sweep (sweep.run), then bits/char against the unigram baseline for
-  charlm and accuracy against the majority class for the classifiers."""
-  import copy
-  from seqlab import sweep
-  rows = sweep.run(config, workdir)
-  head = f'{"task":<8} {"T":>6} {"model":<12} {"seed":>4} {"held-out":>9} {"baseline":>9}  metric'
-  lines = [head, '-' * len(head)]
-  for r in rows:
-    tc = copy.deepcopy(config.task)
-    with tc.unlocked():
-      tc.name = r['task']
-    if r.get('final_loss') is None:
-      continue
-    if r['task'] == 'charlm':
-      got, base, what = r['final_loss'] / math.log(2), r['chance_loss'] / math.log(2), \
-          'bits/char vs unigram entropy'
-    else:
-      got, base, what = r.get('final_accuracy'), majority_accuracy(tc, r['seq_len']), \
-          'accuracy vs majority class'
-    lines.append(f'{r["task"]:<8} {r["seq_len"]:>6} {r["model"]:<12} {r["seed"]:>4} '
-                 f'{sweep._fmt(got, ".3f"):>9} {sweep._fmt(base, ".3f"):>9}  {what}')
-  print('\n'.join(lines))
-  return rows
+                    chance_doc='label-prior entropy (2048 sampled expressions)', min_seq_len=4,
+                    majority_accuracy=lambda t: text.majority_fraction(
+                        listops_reference_labels(t)))

@@ -16,7 +16,7 @@ import matplotlib
 matplotlib.use('Agg')
 import matplotlib.pyplot as plt  # noqa: E402
 
-from seqlab import storage  # noqa: E402
+from seqlab.infra import storage  # noqa: E402
 
 COLUMN = (3.4, 2.6)   # inches: one column of a two-column paper
 WIDE = (7.0, 2.8)     # inches: across both columns

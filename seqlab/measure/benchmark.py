@@ -5,9 +5,9 @@ Shape letters: B batch, T time, D width (= hidden H), G gate width.
 
 A benchmark *layer* maps e [B, T, D] -> h [B, T, D] with loss mean(h^2):
   recurrent names ('lstm', 'gru', 'rnn', 'lru', ...): models.MODELS backbone, one layer;
-    'lstm:fused' etc. use recurrent_impl='fused' (seqlab.fast_rnn).
-  'attention:<impl>': the multi-head attention layer (qkv and output projections
-    around attention.ATTENTION_IMPLS[impl]); 'transformer' is a full pre-LN block.
+    'MODEL:KERNEL' picks one of models.KERNELS[MODEL] (e.g. 'lstm:fused', 'lru:sequential').
+  'attention[:KERNEL]': the multi-head attention layer (qkv and output projections
+    around the transformer's kernel); 'transformer[:KERNEL]' is a full pre-LN block.
 Baselines, same shapes: 'flax_lstm' (nnx.RNN over nnx.OptimizedLSTMCell),
 'jax_attention' (jax.nn.dot_product_attention), and when torch is importable
 'torch_lstm' (torch.nn.LSTM) and 'torch_sdpa' (F.scaled_dot_product_attention).
@@ -35,7 +35,9 @@ import jax.numpy as jnp
 import optax
 from flax import nnx
 
-from seqlab import attention, models, sharding, storage
+from seqlab import models
+from seqlab.infra import sharding, storage
+from seqlab.models import attention
 
 Array = jax.Array
 BASELINES = ('flax_lstm', 'jax_attention', 'torch_lstm', 'torch_sdpa')
@@ -71,14 +73,14 @@ class _Attention(nnx.Module):
 
 
 class _Block(nnx.Module):
-  def __init__(self, d, heads, rngs):
-    self.block = attention.Block(d, heads, 4, rngs=rngs)
+  def __init__(self, d, heads, impl, rngs):
+    self.block = attention.Block(d, heads, 4, rngs=rngs, impl=impl)
 
   def __call__(self, e):
     return self.block(e, causal=True)
 
 
-def split_name(name: str) -> tuple[str, int]:
+def split_devices(name: str) -> tuple[str, int]:
   """'attention:blocked@2' -> ('attention:blocked', 2): the layer, and the number of
   devices its batch is split over (1 without '@')."""
   layer, at, n = name.partition('@')
@@ -96,36 +98,13 @@ def build_layer(name: str, bc: BenchConfig) -> nnx.Module:
     return _FlaxLSTM(bc.hidden, bc.unroll, rngs)
   if name == 'jax_attention':
     return _Attention(bc.hidden, bc.heads, 'jax', rngs)
-  if name.startswith('attention:'):
-    return _Attention(bc.hidden, bc.heads, name.split(':')[1], rngs)
-  if name == 'transformer':
-    return _Block(bc.hidden, bc.heads, rngs)
-  base, _, variant = name.partition(':')
-  kw = {}
-  if variant == 'fused':
-    kw['recurrent_impl'] = 'fused'
-  elif variant:  # another helper's ModelConfig field selecting a scan, e.g. 'lru:parallel'
-    kw[_scan_field()] = variant
-  cfg = models.ModelConfig(name=base, hidden=bc.hidden, unroll=bc.unroll, **kw)
-  return models.MODELS[base](cfg, rngs)
-
-
-def _scan_field() -> str | None:
-  """The ModelConfig field choosing sequential vs parallel scan, if one exists."""
-  for f in dataclasses.fields(models.ModelConfig):
-    if f.name in ('scan_impl', 'scan', 'linear_scan', 'scan_mode'):
-      return f.name
-  return None
-
-
-def scan_variants(model: str) -> list[str]:
-  """'lru' -> ['lru:sequential', 'lru:parallel'] when ModelConfig has a scan field."""
-  field = _scan_field()
-  if field is None:
-    return [model]
-  default = next(f.default for f in dataclasses.fields(models.ModelConfig) if f.name == field)
-  others = [v for v in ('sequential', 'parallel', 'associative') if v != default]
-  return [f'{model}:{default}'] + [f'{model}:{v}' for v in others[:1]]
+  base, kernel = models.split_name(name)
+  if base in ('attention', 'transformer'):   # one layer: the transformer's kernels
+    impl = models.resolve_kernel('transformer', kernel)
+    return (_Attention(bc.hidden, bc.heads, impl, rngs) if base == 'attention' else
+            _Block(bc.hidden, bc.heads, impl, rngs))
+  cfg = models.ModelConfig(name=base, hidden=bc.hidden, unroll=bc.unroll, kernel=kernel)
+  return models.backbone(cfg, rngs)
 
 
 # --------------------------------------------------------------------------- FLOPs
@@ -137,7 +116,7 @@ def flops_per_token(name: str, bc: BenchConfig, seq_len: int) -> float:
   (halved under the causal mask, which the blocked kernel exploits).
   """
   d = bc.hidden
-  base = split_name(name)[0].split(':')[0]
+  base = split_devices(name)[0].split(':')[0]
   gates = {'lstm': 4, 'flax_lstm': 4, 'torch_lstm': 4, 'gru': 3, 'rnn': 1}.get(base)
   if gates is not None:
     return 2.0 * (d * gates * d + d * gates * d)
@@ -260,7 +239,7 @@ def jax_step(name: str, bc: BenchConfig, seq_len: int):
   the inputs placed: for 'name@N' the batch split over the first N devices and the
   parameters and optimiser state replicated on them (the jit follows the inputs'
   shardings)."""
-  layer_name, devices = split_name(name)
+  layer_name, devices = split_devices(name)
   layer = build_layer(layer_name, bc)
   graphdef, params, rest = nnx.split(layer, nnx.Param, ...)
   opt = optax.adam(1e-3)
@@ -287,7 +266,7 @@ def jax_step(name: str, bc: BenchConfig, seq_len: int):
 
 def measure_jax(name: str, bc: BenchConfig, seq_len: int) -> dict:
   train_step, infer, params, opt_state, e_BxTxD = jax_step(name, bc, seq_len)
-  devices = split_name(name)[1]
+  devices = split_devices(name)[1]
   # Dispatch is asynchronous: without this wait the input's generation (0.3 s at T=4096
   # here) ran on the same cores during the timed compile and was counted in compile_s.
   jax.block_until_ready((params, opt_state, e_BxTxD))
@@ -381,7 +360,7 @@ def measure_torch(name: str, bc: BenchConfig, seq_len: int) -> dict:
 def _row(name: str, bc: BenchConfig, seq_len: int) -> dict:
   """The fields every results line has, whatever its status."""
   return dict(model=name, seq_len=seq_len, batch=bc.batch, hidden=bc.hidden,
-              device=str(jax.devices()[0].device_kind), devices=split_name(name)[1],
+              device=str(jax.devices()[0].device_kind), devices=split_devices(name)[1],
               cpu_count=usable_cores(), nproc_env=nproc_env(),
               flops_per_token=flops_per_token(name, bc, seq_len))
 
@@ -418,89 +397,13 @@ def add_baseline_ratios(rows: list[dict]) -> list[dict]:
   for r in rows:
     if r.get('status') != 'ok':
       continue
-    devices = split_name(r['model'])[1]
+    devices = split_devices(r['model'])[1]
     for b in BASELINES:
       same_split = b if devices == 1 or b.startswith('torch_') else f'{b}@{devices}'
       base = ref.get((same_split, r['seq_len'], r['batch']))
       if base is not None:
         r[f'ratio_train_vs_{b}'] = r['tokens_per_s_train'] / base['tokens_per_s_train']
         r[f'ratio_infer_vs_{b}'] = r['tokens_per_s_infer'] / base['tokens_per_s_infer']
-  return rows
-
-
-# ---------------------------------------------------------------------------- study
-def run(config, workdir: str) -> list[dict]:
-  """The throughput study: every model at every T of config.sweep, written per T
-  (so ratios to the baselines come from the same run); finished T are skipped. A
-  model that times out or runs out of memory at some T is not tried at longer T."""
-  from seqlab import plots_throughput, sweep, writer
-  bc = BenchConfig(**config.bench.to_dict())
-  names = list(config.sweep.models)
-  allowed = set(models.MODELS) | {'transformer', 'attention', 'jax_attention', 'flax_lstm',
-                                  'torch_lstm', 'torch_sdpa'}
-  for n in names:
-    try:
-      layer, devices = split_name(n)
-    except ValueError as e:
-      raise sweep.ConfigError(str(e)) from None
-    if layer.split(':')[0] not in allowed:
-      raise sweep.ConfigError(f'unknown throughput model {n!r}; allowed: '
-                              f'{", ".join(sorted(allowed))} (with :fused, :<impl>, @N)')
-    if devices > 1 and layer.startswith('torch_'):
-      raise sweep.ConfigError(f'model {n!r}: torch baselines use every core through their '
-                              f'own threads and take no @N')
-    if bc.batch % devices:
-      raise sweep.ConfigError(f'model {n!r} splits bench.batch={bc.batch} over {devices} '
-                              f'devices; use a batch that is a multiple of {devices}')
-  too_few = [n for n in names if split_name(n)[1] > jax.device_count()]
-  if too_few:
-    names = [n for n in names if n not in too_few]
-    print(f'{", ".join(too_few)} skipped: more devices than the {jax.device_count()} '
-          f'{jax.devices()[0].platform} device(s) here (on a CPU, '
-          f'--config.cpu_devices=N makes N)')
-  if not torch_available():
-    names = [n for n in names if not n.startswith('torch_')]
-    print('torch is not importable: torch baselines skipped (pip install -r '
-          'requirements-bench.txt to add them)')
-  storage.makedirs(workdir)
-  path = os.path.join(workdir, 'results.jsonl')
-  old = writer.read_jsonl(path)
-  done = {(r['model'], r['seq_len']) for r in old}
-  given_up = {r['model'] for r in old if r.get('status') != 'ok'}
-  ceilings = matmul_ceilings()
-  print(f'matmul ceiling on {jax.devices()[0].device_kind}: '
-        f'{ceilings["ceiling_flops_per_s"] / 1e9:.1f} GFLOP/s for 1024^3 '
-        f'({ceilings["ceiling_cores_busy"]:.2f} cores busy), '
-        f'{ceilings["batched_ceiling_flops_per_s"] / 1e9:.1f} GFLOP/s batched 128 x (128x64x128) '
-        f'({ceilings["batched_ceiling_cores_busy"]:.2f} cores busy)')
-  if nproc := nproc_env():
-    print(f'NPROC={nproc} is set: XLA:CPU sizes its thread pool by it (the 1024^3 '
-          f'product kept {ceilings["ceiling_cores_busy"]:.2f} of {usable_cores()} cores busy); '
-          f'unset it for an all-core run')
-  last_ok = {}   # model -> (seq_len, step_s) of its longest finished point
-  for r in old:
-    if r.get('status') == 'ok' and r['seq_len'] >= last_ok.get(r['model'], (0, 0))[0]:
-      last_ok[r['model']] = (r['seq_len'], r['step_ms'] / 1e3)
-  for seq_len in sorted(int(t) for t in config.sweep.seq_lens):
-    todo = [n for n in names if (n, seq_len) not in done and n not in given_up]
-    rows = []
-    for n in todo:
-      r = predicted_timeout(n, bc, seq_len, last_ok.get(n)) or measure(n, bc, seq_len, ceilings)
-      if r['status'] == 'ok':
-        last_ok[n] = (seq_len, r['step_ms'] / 1e3)
-      else:
-        given_up.add(n)
-      print(f'T={seq_len:>6} {n:<20} {r["status"]:<8} ' + (
-          f'train {r["tokens_per_s_train"]:>10,.0f} tok/s  infer {r["tokens_per_s_infer"]:>10,.0f}'
-          f' tok/s  compile {r["compile_s"]:.2f} s' if r['status'] == 'ok' else r['error']),
-          flush=True)
-      rows.append(r)
-    for r in add_baseline_ratios(rows):
-      writer.append_jsonl_atomic(path, r)
-  rows = writer.read_jsonl(path)
-  print(ratio_table(rows))
-  figs = plots_throughput.plot_all(workdir)
-  print(f'results: {path}\nfigures: {", ".join(figs)}')
   return rows
 
 
@@ -518,18 +421,3 @@ def predicted_timeout(name: str, bc: BenchConfig, seq_len: int, last) -> dict | 
   return dict(_row(name, bc, seq_len), status='timeout',
               error=f'predicted {predicted:.1f} s per step (>= {s0:.2f} s at T={t0}, times '
                     f'{seq_len}/{t0}) > 2 x max_step_s={bc.max_step_s}; not run')
-
-
-def ratio_table(rows: list[dict]) -> str:
-  lines = [f'{"model":<20} {"T":>6} {"train tok/s":>12} {"infer tok/s":>12} {"compile s":>9} '
-           f'{"peak MB":>8}  ratios (train) to baselines']
-  for r in sorted(rows, key=lambda r: (r['model'], r['seq_len'])):
-    if r.get('status') != 'ok':
-      lines.append(f'{r["model"]:<20} {r["seq_len"]:>6} {r.get("status")}')
-      continue
-    ratios = ' '.join(f'{k[len("ratio_train_vs_"):]}={v:.2f}' for k, v in r.items()
-                      if k.startswith('ratio_train_vs_'))
-    mem = r['peak_memory_bytes'] / 2 ** 20 if r.get('peak_memory_bytes') else float('nan')
-    lines.append(f'{r["model"]:<20} {r["seq_len"]:>6} {r["tokens_per_s_train"]:>12,.0f} '
-                 f'{r["tokens_per_s_infer"]:>12,.0f} {r["compile_s"]:>9.2f} {mem:>8.1f}  {ratios}')
-  return '\n'.join(lines)

@@ -79,13 +79,11 @@ def generate(rng: np.random.Generator, budget: int, depth: int = 0) -> list[str]
 
 
 def make_batch(rng: np.random.Generator, batch_size: int, seq_len: int) -> dict:
-  """inputs [B, T] int32 left-padded, targets [B] int32, input_mask [B, T] float32."""
+  """inputs [B, T] int32 left-padded with 0, targets [B] int32."""
   x_BxT = np.zeros((batch_size, seq_len), np.int32)
-  mask_BxT = np.zeros((batch_size, seq_len), np.float32)
   y_B = np.zeros(batch_size, np.int32)
   for b in range(batch_size):
     expr = generate(rng, seq_len)
     x_BxT[b, seq_len - len(expr):] = [TOKEN_ID[t] for t in expr]
-    mask_BxT[b, seq_len - len(expr):] = 1.0
     y_B[b] = evaluate(expr)
-  return {'inputs': x_BxT, 'targets': y_B, 'input_mask': mask_BxT}
+  return {'inputs': x_BxT, 'targets': y_B}

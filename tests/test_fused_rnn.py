@@ -1,4 +1,4 @@
-"""fast_rnn's custom-vjp scans equal the reference lax.scan of the cell: outputs,
+"""fused_rnn's custom-vjp scans equal the reference lax.scan of the cell: outputs,
 final states and gradients (weights, inputs, non-zero initial states)."""
 import dataclasses
 
@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from seqlab import cells, models
+from seqlab import models
+from seqlab.models import cells
 
 B, T, D, H = 3, 11, 5, 6
 
@@ -49,11 +50,11 @@ def test_fused_equals_reference_outputs_and_gradients(cell, unroll):
 
 
 @pytest.mark.parametrize('cell', ['lstm', 'gru'])
-def test_model_recurrent_impl_fused_matches_scan(cell):
+def test_model_kernel_fused_matches_scan(cell):
   cfg = models.ModelConfig(name=cell, hidden=8, layers=2, vocab_size=0, input_dim=3,
                            num_outputs=2)
   m_ref = models.build(cfg, 0)
-  m_fast = models.build(dataclasses.replace(cfg, recurrent_impl='fused'), 0)
+  m_fast = models.build(dataclasses.replace(cfg, kernel='fused'), 0)
   x = jax.random.normal(jax.random.key(0), (2, 9, 3))
   loss = lambda m: jnp.sum(m(x) ** 2)
   np.testing.assert_allclose(m_ref(x), m_fast(x), rtol=1e-5, atol=1e-6)

@@ -3,6 +3,10 @@
 Models know nothing of data, optimisers or files: a task tells `ModelConfig` its
 vocabulary (or input width), its output width and whether it reads every step
 ('per_step') or one summary of the sequence ('last').
+
+Two tables say what exists: MODELS (name -> backbone) and KERNELS (name -> the kernels
+that compute it, the reference first). `ModelConfig.kernel` is the one switch for every
+family; in a sweep list 'MODEL:KERNEL' (e.g. 'lstm:fused') sets it for one entry.
 """
 from __future__ import annotations
 
@@ -13,7 +17,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from seqlab import attention, cells, linear_rnn
+from seqlab.models import attention, cells, linear_rnn
 
 Array = jax.Array
 
@@ -36,9 +40,7 @@ class ModelConfig:
   positions: str = 'sinusoidal'      # 'sinusoidal' or 'learned'
   pool: str = 'cls'                  # transformer 'last' readout: 'cls' token or 'mean'
   max_len: int = 1024                # longest sequence (learned positions, CLS included)
-  attention_impl: str = 'einsum'     # a key of attention.ATTENTION_IMPLS
-  recurrent_impl: str = 'scan'       # 'scan' reference | 'fused' custom-vjp (fast_rnn)
-  scan_impl: str = 'parallel'        # lru/mingru: 'sequential' lax.scan | 'parallel' associative
+  kernel: str = 'auto'               # a kernel of KERNELS[name]; 'auto': the family's default
   r_min: float = 0.9                 # lru: eigenvalue ring r_min <= |lambda| (Orvieto et al. 2023)
   r_max: float = 0.999               # lru: |lambda| <= r_max
   max_phase: float = 6.283185307     # lru: arg(lambda) ~ U[0, max_phase]
@@ -52,7 +54,7 @@ class RecurrentBackbone(nnx.Module):
     self.stack = cells.RecurrentStack(
         cfg.name, cfg.hidden, cfg.hidden, cfg.layers, rngs=rngs, init=cfg.recurrent_init,
         spectral_radius=cfg.spectral_radius, forget_bias=cfg.forget_bias, unroll=cfg.unroll,
-        impl=cfg.recurrent_impl)
+        impl=cfg.kernel)
 
   def __call__(self, e_BxTxD: Array, causal: bool = True) -> Array:
     return self.stack(e_BxTxD)
@@ -64,7 +66,7 @@ class AttentionBackbone(nnx.Module):
   def __init__(self, cfg: ModelConfig, rngs: nnx.Rngs):
     self.net = attention.Transformer(cfg.hidden, cfg.heads, cfg.layers, cfg.mlp_ratio,
                                      cfg.max_len, cfg.positions, rngs=rngs,
-                                     impl=cfg.attention_impl)
+                                     impl=cfg.kernel)
 
   def __call__(self, e_BxTxD: Array, causal: bool) -> Array:
     return self.net(e_BxTxD, causal)
@@ -80,6 +82,40 @@ MODELS: dict[str, Callable[[ModelConfig, nnx.Rngs], nnx.Module]] = {
     'mingru': linear_rnn.LinearRecurrentBackbone,
 }
 
+# name -> the kernels that compute it, the reference first; each fast kernel is tested
+# equal to the reference on outputs and gradients. 'auto' picks the first.
+KERNELS: dict[str, tuple[str, ...]] = {
+    'rnn': ('scan',),
+    'lstm': ('scan', 'fused'),                  # fused: seqlab.models.fused_rnn
+    'gru': ('scan', 'fused'),
+    'lru': ('parallel', 'sequential'),          # chunked associative scan | lax.scan
+    'mingru': ('parallel', 'sequential'),
+    'transformer': ('einsum', 'blocked', 'jax'),  # blocked: seqlab.models.blocked_attention
+}
+
+
+def split_name(name: str) -> tuple[str, str]:
+  """'lstm:fused' -> ('lstm', 'fused'); 'lstm' -> ('lstm', 'auto')."""
+  model, _, kernel = name.partition(':')
+  return model, kernel or 'auto'
+
+
+def resolve_kernel(model: str, kernel: str) -> str:
+  """The kernel `model` runs with: `kernel`, or the family's default for 'auto'."""
+  allowed = KERNELS[model]
+  if kernel == 'auto':
+    return allowed[0]
+  if kernel not in allowed:
+    raise ValueError(f'model.kernel={kernel!r} is not a kernel of {model}; allowed: auto, '
+                     f'{", ".join(allowed)}')
+  return kernel
+
+
+def backbone(cfg: ModelConfig, rngs: nnx.Rngs) -> nnx.Module:
+  """MODELS[cfg.name] built with its kernel resolved ('auto' -> the family's default)."""
+  return MODELS[cfg.name](dataclasses.replace(cfg, kernel=resolve_kernel(cfg.name, cfg.kernel)),
+                          rngs)
+
 
 class SequenceModel(nnx.Module):
   """inputs [B, T] ints or [B, T, input_dim] -> outputs [B, T, O] or [B, O]."""
@@ -92,7 +128,7 @@ class SequenceModel(nnx.Module):
       self.embed = nnx.Embed(cfg.vocab_size, cfg.hidden, rngs=rngs)
     else:
       self.embed = nnx.Linear(cfg.input_dim, cfg.hidden, rngs=rngs)
-    self.backbone = MODELS[cfg.name](cfg, rngs)
+    self.backbone = backbone(cfg, rngs)
     self.uses_cls = (not self.backbone.is_recurrent and cfg.readout == 'last'
                      and cfg.pool == 'cls')
     if self.uses_cls:

@@ -204,14 +204,15 @@ class LinearRecurrentBackbone(nnx.Module):
   is_recurrent = True
 
   def __init__(self, cfg, rngs: nnx.Rngs):
-    if cfg.scan_impl not in SCAN_IMPLS:
-      raise ValueError(f'unknown scan_impl {cfg.scan_impl!r}; allowed: {", ".join(SCAN_IMPLS)}')
+    scan_impl = cfg.kernel   # resolved by seqlab.models.backbone
+    if scan_impl not in SCAN_IMPLS:
+      raise ValueError(f'unknown kernel {scan_impl!r} for {cfg.name}; allowed: '
+                       f'{", ".join(SCAN_IMPLS)}')
     if cfg.name == 'lru':
       make = lambda: LRULayer(cfg.hidden, cfg.hidden, rngs=rngs, r_min=cfg.r_min,
-                              r_max=cfg.r_max, max_phase=cfg.max_phase,
-                              scan_impl=cfg.scan_impl)
+                              r_max=cfg.r_max, max_phase=cfg.max_phase, scan_impl=scan_impl)
     else:
-      make = lambda: MinGRULayer(cfg.hidden, cfg.hidden, rngs=rngs, scan_impl=cfg.scan_impl)
+      make = lambda: MinGRULayer(cfg.hidden, cfg.hidden, rngs=rngs, scan_impl=scan_impl)
     self.layers = nnx.List([make() for _ in range(cfg.layers)])
 
   def __call__(self, e_BxTxD: Array, causal: bool = True, states0=None) -> Array:

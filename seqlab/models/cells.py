@@ -144,10 +144,10 @@ class RecurrentLayer(nnx.Module):
 
   def __call__(self, x_BxTxD: Array, state0=None):
     if self.impl == 'fused':
-      from seqlab import fast_rnn
+      from seqlab.models import fused_rnn
       if state0 is None:
         state0 = self.zero_state(x_BxTxD.shape[0], x_BxTxD.dtype)
-      return fast_rnn.fused_layer(self.cell_name, self.w_ih[...], self.b[...], self.w_hh[...],
+      return fused_rnn.fused_layer(self.cell_name, self.w_ih[...], self.b[...], self.w_hh[...],
                                   x_BxTxD, state0, self.unroll)
     return self.scan(self.project(x_BxTxD), state0)
 

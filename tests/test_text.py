@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from seqlab import text_data
+from seqlab.data import text as text_data
 
 
 @pytest.fixture
@@ -85,8 +85,7 @@ def test_lm_windows_are_seq_len_with_shifted_targets():
 
 def test_classification_rows_truncate_and_left_pad():
   rows = text_data.ClassificationRows((np.array([5, 6]), np.arange(1, 9)), np.array([0, 1]))
-  x, m = text_data.pad_left([np.array([5, 6]), np.arange(1, 9)], 4)
+  x = text_data.pad_left([np.array([5, 6]), np.arange(1, 9)], 4)
   np.testing.assert_array_equal(x, [[0, 0, 5, 6], [1, 2, 3, 4]])
-  np.testing.assert_array_equal(m, [[0, 0, 1, 1], [1, 1, 1, 1]])
   b = rows.batch(0, 0, 0, 2, 4)
-  assert sorted(b['targets'].tolist()) == [0, 1] and b['input_mask'].shape == (2, 4)
+  assert sorted(b['targets'].tolist()) == [0, 1] and b['inputs'].shape == (2, 4)

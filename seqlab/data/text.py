@@ -14,7 +14,7 @@ ids 1..V, unseen characters -> V+1). Id 0 is padding. No tokenizer download.
 Batches are a pure function of (seed, split, step): example i of the stream (i = step * B + b)
 lies in epoch e = i // N and is item perm_e[i % N] of a permutation seeded by (seed, split, e).
 So resume is exact, and a host makes only its rows by index (`process_index/process_count`).
-Shapes: tokens [B, T] int32, LM targets [B, T] int32, masks [B, T] float32, labels [B] int32.
+Shapes: tokens [B, T] int32, LM targets [B, T] int32, LM masks [B, T] float32, labels [B] int32.
 """
 from __future__ import annotations
 
@@ -202,22 +202,20 @@ class ClassificationRows:
   def batch(self, seed, split, step, batch_size, seq_len, process_index=0, process_count=1):
     idx = example_indices(seed, split, step, batch_size, len(self.labels), process_index,
                           process_count)
-    x_BxT, mask_BxT = pad_left([self.tokens[i] for i in idx], seq_len)
-    return {'inputs': x_BxT, 'targets': self.labels[idx], 'input_mask': mask_BxT}
+    return {'inputs': pad_left([self.tokens[i] for i in idx], seq_len),
+            'targets': self.labels[idx]}
 
 
-def pad_left(rows, seq_len: int) -> tuple[np.ndarray, np.ndarray]:
-  """Truncate to the first seq_len tokens and pad at the START, so a recurrent model's
-  h_T sits on the last real token (the padding is read before any text, from h_0).
-  Returns tokens [B, T] int32 and a mask [B, T] float32 (1 on real tokens)."""
+def pad_left(rows, seq_len: int) -> np.ndarray:
+  """Truncate to the first seq_len tokens and pad with PAD at the START, so a recurrent
+  model's h_T sits on the last real token (the padding is read before any text, from
+  h_0). Returns tokens [B, T] int32."""
   x_BxT = np.full((len(rows), seq_len), PAD, np.int32)
-  mask_BxT = np.zeros((len(rows), seq_len), np.float32)
   for b, r in enumerate(rows):
     r = r[:seq_len]
     if len(r):
       x_BxT[b, seq_len - len(r):] = r
-      mask_BxT[b, seq_len - len(r):] = 1.0
-  return x_BxT, mask_BxT
+  return x_BxT
 
 
 def majority_fraction(labels: np.ndarray) -> float:

@@ -1,0 +1,37 @@
+"""The task registry: every task seqlab trains on, by name.
+
+Synthetic tasks are values (seqlab.data.synthetic); tasks that read data or options
+(text, ListOps) are built from config.task by a builder (seqlab.data.text_tasks).
+A new task is a module in seqlab/data/ and one line here.
+
+Re-exports the Task record and the loss so callers need only this module.
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+from seqlab.data import synthetic, text_tasks
+from seqlab.data.task import EVAL, TRAIN, Task, loss_and_metrics, rng_for  # noqa: F401
+
+TASKS: dict[str, Task] = dict(synthetic.TASKS)
+
+# name -> builder(config.task) -> Task, for tasks that need data or options.
+TASK_BUILDERS: dict[str, Callable[..., Task]] = {
+    'charlm': text_tasks.charlm_task,
+    'textclf': text_tasks.textclf_task,
+    'listops': text_tasks.listops_task,
+}
+
+
+def task_names() -> list[str]:
+  return list(TASKS) + list(TASK_BUILDERS)
+
+
+def build(task_config) -> Task:
+  """The Task for config.task (its `name` plus any options a builder reads)."""
+  name = task_config.name if hasattr(task_config, 'name') else task_config
+  if name in TASKS:
+    return TASKS[name]
+  if name in TASK_BUILDERS:
+    return TASK_BUILDERS[name](task_config)
+  raise ValueError(f'unknown task {name!r}; allowed: {", ".join(task_names())}')

@@ -1,0 +1,286 @@
+"""The throughput study: train-step and inference tokens/s, step time, compile time
+and peak memory of one layer of each model against sequence length T, with the
+baselines measured in the same run (seqlab.measure.benchmark says how).
+
+Figures, read only from workdir/results.jsonl:
+throughput_a: tokens/s against T (log-log), train and inference.
+throughput_b: train step time against T with the fitted log-log slope per model
+              (about 1 for recurrences, tending to 2 for attention at long T).
+throughput_c: peak memory (XLA memory analysis of the train step) against T.
+The crossover T where causal attention becomes slower than the LSTM is marked on a and b.
+"""
+from __future__ import annotations
+
+import math
+import os
+import sys
+
+import jax
+import numpy as np
+
+from seqlab import models, sweep
+from seqlab.infra import storage, writer
+from seqlab.measure import benchmark
+from seqlab.studies import plot_style, study
+
+NAME = 'throughput'
+TITLE = 'Throughput'
+CAPTIONS = {
+    'throughput_a': 'Train and inference tokens/s against T (one layer, batch 32, hidden 256).',
+    'throughput_b': 'Train step time against T with each model\'s fitted log-log slope.',
+    'throughput_c': 'Compiled peak memory of the train step against T.',
+}
+# Layers a throughput sweep may name besides the model families ('attention' is one
+# attention layer; the rest are the baselines).
+LAYERS = ('attention', 'transformer') + benchmark.BASELINES
+
+
+def validate(config) -> None:
+  """Every name is LAYER[:KERNEL][@N] with a known layer and kernel; torch baselines
+  take no @N; the batch splits evenly."""
+  bc = benchmark.BenchConfig(**config.bench.to_dict())
+  allowed = list(models.MODELS) + [l for l in LAYERS if l not in models.MODELS]
+  for n in config.sweep.models:
+    try:
+      layer, devices = benchmark.split_devices(n)
+    except ValueError as e:
+      raise sweep.ConfigError(str(e)) from None
+    base, kernel = models.split_name(layer)
+    if base not in allowed:
+      raise sweep.ConfigError(f'unknown throughput model {n!r}; allowed: {", ".join(allowed)} '
+                              f'(each as NAME[:KERNEL][@DEVICES], e.g. lstm:fused, '
+                              f'attention:blocked@2)')
+    if base not in benchmark.BASELINES:
+      try:
+        models.resolve_kernel('transformer' if base == 'attention' else base, kernel)
+      except ValueError as e:
+        raise sweep.ConfigError(f'{n!r}: {e}') from None
+    elif kernel != 'auto':
+      raise sweep.ConfigError(f'{n!r}: a baseline has no kernels; use {base}')
+    if devices > 1 and base.startswith('torch_'):
+      raise sweep.ConfigError(f'model {n!r}: torch baselines use every core through their '
+                              f'own threads and take no @N')
+    if bc.batch % devices:
+      raise sweep.ConfigError(f'model {n!r} splits bench.batch={bc.batch} over {devices} '
+                              f'devices; use a batch that is a multiple of {devices}')
+
+
+def run(config, workdir: str) -> list[dict]:
+  """The throughput study: every model at every T of config.sweep, written per T
+  (so ratios to the baselines come from the same run); finished T are skipped. A
+  model that times out or runs out of memory at some T is not tried at longer T."""
+  validate(config)
+  bc = benchmark.BenchConfig(**config.bench.to_dict())
+  names = list(config.sweep.models)
+  too_few = [n for n in names if benchmark.split_devices(n)[1] > jax.device_count()]
+  if too_few:
+    names = [n for n in names if n not in too_few]
+    print(f'{", ".join(too_few)} skipped: more devices than the {jax.device_count()} '
+          f'{jax.devices()[0].platform} device(s) here (on a CPU, '
+          f'--config.cpu_devices=N makes N)')
+  if not benchmark.torch_available():
+    names = [n for n in names if not n.startswith('torch_')]
+    print('torch is not importable: torch baselines skipped (pip install -r '
+          'requirements-bench.txt to add them)')
+  storage.makedirs(workdir)
+  path = os.path.join(workdir, 'results.jsonl')
+  old = writer.read_jsonl(path)
+  done = {(r['model'], r['seq_len']) for r in old}
+  given_up = {r['model'] for r in old if r.get('status') != 'ok'}
+  ceilings = benchmark.matmul_ceilings()
+  print(f'matmul ceiling on {jax.devices()[0].device_kind}: '
+        f'{ceilings["ceiling_flops_per_s"] / 1e9:.1f} GFLOP/s for 1024^3 '
+        f'({ceilings["ceiling_cores_busy"]:.2f} cores busy), '
+        f'{ceilings["batched_ceiling_flops_per_s"] / 1e9:.1f} GFLOP/s batched 128 x (128x64x128) '
+        f'({ceilings["batched_ceiling_cores_busy"]:.2f} cores busy)')
+  if nproc := benchmark.nproc_env():
+    print(f'NPROC={nproc} is set: XLA:CPU sizes its thread pool by it (the 1024^3 '
+          f'product kept {ceilings["ceiling_cores_busy"]:.2f} of {benchmark.usable_cores()} cores busy); '
+          f'unset it for an all-core run')
+  last_ok = {}   # model -> (seq_len, step_s) of its longest finished point
+  for r in old:
+    if r.get('status') == 'ok' and r['seq_len'] >= last_ok.get(r['model'], (0, 0))[0]:
+      last_ok[r['model']] = (r['seq_len'], r['step_ms'] / 1e3)
+  for seq_len in sorted(int(t) for t in config.sweep.seq_lens):
+    todo = [n for n in names if (n, seq_len) not in done and n not in given_up]
+    rows = []
+    for n in todo:
+      r = (benchmark.predicted_timeout(n, bc, seq_len, last_ok.get(n)) or
+           benchmark.measure(n, bc, seq_len, ceilings))
+      if r['status'] == 'ok':
+        last_ok[n] = (seq_len, r['step_ms'] / 1e3)
+      else:
+        given_up.add(n)
+      print(f'T={seq_len:>6} {n:<20} {r["status"]:<8} ' + (
+          f'train {r["tokens_per_s_train"]:>10,.0f} tok/s  infer {r["tokens_per_s_infer"]:>10,.0f}'
+          f' tok/s  compile {r["compile_s"]:.2f} s' if r['status'] == 'ok' else r['error']),
+          flush=True)
+      rows.append(r)
+    for r in benchmark.add_baseline_ratios(rows):
+      writer.append_jsonl_atomic(path, r)
+  return study.finish(sys.modules[__name__], workdir)
+
+
+def rows(workdir: str) -> list[dict]:
+  return writer.read_jsonl(os.path.join(workdir, 'results.jsonl'))
+
+
+def table(rows) -> str:
+  """One line per (T, model): tokens/s, step and compile time, peak memory, and the
+  train tokens/s ratio to every baseline measured in the same run."""
+  ratio_keys = [f'ratio_train_vs_{b}' for b in benchmark.BASELINES
+                if any(f'ratio_train_vs_{b}' in r for r in rows)]
+  lines = ['| model | T | train tokens/s | infer tokens/s | step ms | compile s | peak MiB | ' +
+           ' | '.join(f'vs {k[len("ratio_train_vs_"):]}' for k in ratio_keys) + ' |',
+           '|' + '---|' * (7 + len(ratio_keys))]
+  for r in sorted(rows, key=lambda r: (r['seq_len'], r['model'])):
+    if r.get('status') != 'ok':
+      lines.append(f'| {r["model"]} | {r["seq_len"]} | {r.get("status")}: '
+                   f'{r.get("error", "")[:80]} |' + ' |' * (5 + len(ratio_keys)))
+      continue
+    f = lambda k, spec='.3g': '' if r.get(k) is None else format(r[k], spec)
+    mb = '' if r.get('peak_memory_bytes') is None else f'{r["peak_memory_bytes"] / 2**20:.0f}'
+    lines.append(f'| {r["model"]} | {r["seq_len"]} | {f("tokens_per_s_train", ",.0f")} | '
+                 f'{f("tokens_per_s_infer", ",.0f")} | {f("step_ms", ".1f")} | '
+                 f'{f("compile_s", ".2f")} | {mb} | ' +
+                 ' | '.join(f(k, '.2f') for k in ratio_keys) + ' |')
+  return '\n'.join(lines)
+
+
+def _slope(points) -> float:
+  """The log-log slope over the long-T half when there are enough points, else all."""
+  if len(points) >= 4:
+    return fitted_slope(points)
+  return float(np.polyfit(np.log([t for t, _ in points]), np.log([y for _, y in points]), 1)[0])
+
+
+def claims(rows) -> list[study.Claim]:
+  ok = [r for r in rows if r.get('status') == 'ok']
+  out = []
+  slopes = {m: _slope(p) for m, p in _series(ok, 'step_ms').items() if len(p) >= 2}
+  rec = {m: v for m, v in slopes.items() if m.split(':')[0] in ('rnn', 'lstm', 'gru')}
+  att = {m: v for m, v in slopes.items() if m.startswith('attention')}
+  if rec and att:
+    out.append(study.claim(
+        'A recurrent step costs O(T) (log-log slope about 1); attention costs O(T^2) at '
+        'long T (slope tending to 2).',
+        {'attention\'s step time grows faster than every recurrent one':
+         max(att.values()) > max(rec.values())},
+        f'Over T = {", ".join(str(t) for t in sorted({r["seq_len"] for r in ok}))}: slopes ' +
+        ', '.join(f'{m} {v:.2f}' for m, v in {**rec, **att}.items()) + '.'))
+  fused = {r['seq_len']: r.get('ratio_train_vs_flax_lstm') for r in ok
+           if r['model'] == 'lstm:fused' and r.get('ratio_train_vs_flax_lstm')}
+  if fused:
+    out.append(study.claim(
+        'seqlab\'s fused LSTM trains at least 1.35x as fast as flax\'s LSTM (issue target).',
+        {f'T={t}': v >= 1.35 for t, v in sorted(fused.items())},
+        'fused / flax train tokens/s ' +
+        ', '.join(f'T={t}: {v:.2f}x' for t, v in sorted(fused.items())) +
+        ' (same run, same shapes).'))
+  return out
+
+
+def _series(rows, key):
+  out = {}
+  for r in rows:
+    if r.get('status') == 'ok' and r.get(key):
+      out.setdefault(r['model'], []).append((r['seq_len'], r[key]))
+  return {m: sorted(v) for m, v in out.items()}
+
+
+def fitted_slope(points) -> float:
+  """Slope of log(y) on log(T) over the longer half of the points (at least 2)."""
+  start = len(points) // 2 - (len(points) % 2 == 0 and len(points) > 2)
+  pts = points[max(0, min(start, len(points) - 2)):]
+  if len(pts) < 2:
+    return float('nan')
+  x, y = np.log([p[0] for p in pts]), np.log([p[1] for p in pts])
+  return float(np.polyfit(x, y, 1)[0])
+
+
+def crossover_t(rows, attention_model: str, lstm_model: str) -> float | None:
+  """The T (interpolated in log T) where attention's train tokens/s falls below the LSTM's."""
+  s = _series(rows, 'tokens_per_s_train')
+  a, l = dict(s.get(attention_model, [])), dict(s.get(lstm_model, []))
+  ts = sorted(set(a) & set(l))
+  prev = None
+  for t in ts:
+    d = math.log(a[t] / l[t])
+    if prev is not None and prev[1] > 0 >= d:
+      t0, d0 = prev
+      return float(math.exp(math.log(t0) + (math.log(t) - math.log(t0)) * d0 / (d0 - d)))
+    if prev is None and d <= 0:
+      return float(t)
+    prev = (t, d)
+  return None
+
+
+def _pick(models, prefs):
+  return next((m for m in prefs if m in models), None)
+
+
+def draw(workdir: str) -> list[str]:
+  import logging
+  import matplotlib.pyplot as plt
+  logging.getLogger('fontTools').setLevel(logging.WARNING)   # PDF font subsetting chatter
+  plot_style.apply()
+  rows = writer.read_jsonl(os.path.join(workdir, 'results.jsonl'))
+  if not any(r.get('status') == 'ok' for r in rows):
+    return []
+  figdir = os.path.join(workdir, 'figures')
+  names = {r['model'] for r in rows}
+  attn = _pick(names, ['attention:blocked', 'attention:einsum', 'transformer'])
+  lstm = _pick(names, ['lstm:fused', 'lstm'])
+  cross = crossover_t(rows, attn, lstm) if attn and lstm else None
+  # Colour and marker by model; line by implementation: the reference solid, the fast
+  # variants (fused, blocked, parallel) dashed, the others (einsum, sequential) dash-dot,
+  # baselines dotted; a layer split over devices ('@2') has hollow markers.
+  def linestyle(m):
+    if m in benchmark.BASELINES:
+      return ':'
+    impl = m.split(':', 1)[1] if ':' in m else ''
+    return '-' if not impl else '-.' if impl in ('einsum', 'sequential') else '--'
+
+  def style(m):
+    layer, split, _ = m.partition('@')
+    return dict(color=plot_style.color(layer), marker=plot_style.marker(layer),
+                linestyle=linestyle(layer), **({'markerfacecolor': 'none'} if split else {}))
+  seq_lens = sorted({r['seq_len'] for r in rows if r.get('status') == 'ok'})
+  outside = dict(loc='upper left', bbox_to_anchor=(1.02, 1.0), fontsize=6, frameon=False)
+  paths = []
+  fig, axes = plt.subplots(1, 2, figsize=plot_style.WIDE)
+  fig.subplots_adjust(wspace=0.35)
+  for ax, key, title in zip(axes, ['tokens_per_s_train', 'tokens_per_s_infer'],
+                            ['train step', 'inference']):
+    for m, pts in sorted(_series(rows, key).items()):
+      ax.plot(*zip(*pts), label=m, **style(m))
+    ax.set(xscale='log', yscale='log', xlabel='sequence length T', ylabel='tokens / s',
+           title=title)
+    plot_style.log_ticks(ax, seq_lens)
+    plot_style.plain_log_labels(ax)
+    if cross:
+      ax.axvline(cross, color='k', linewidth=0.8, linestyle=':')
+      ax.annotate(f'{attn} slower than {lstm}\nfrom T≈{cross:.0f}', (cross, ax.get_ylim()[0]),
+                  fontsize=6, xytext=(3, 3), textcoords='offset points')
+  axes[1].legend(**outside)
+  paths += plot_style.save(fig, os.path.join(figdir, 'throughput_a'))
+  fig, ax = plt.subplots(figsize=plot_style.COLUMN)
+  for m, pts in sorted(_series(rows, 'step_ms').items()):
+    ax.plot(*zip(*pts), label=f'{m} (slope {fitted_slope(pts):.2f})', **style(m))
+  if cross:
+    ax.axvline(cross, color='k', linewidth=0.8, linestyle=':')
+  ax.set(xscale='log', yscale='log', xlabel='sequence length T', ylabel='train step (ms)')
+  plot_style.log_ticks(ax, seq_lens)
+  plot_style.plain_log_labels(ax)
+  ax.legend(**outside)
+  paths += plot_style.save(fig, os.path.join(figdir, 'throughput_b'))
+  fig, ax = plt.subplots(figsize=plot_style.COLUMN)
+  for m, pts in sorted(_series(rows, 'peak_memory_bytes').items()):
+    ax.plot([p[0] for p in pts], [p[1] / 2 ** 20 for p in pts], label=m, **style(m))
+  ax.set(xscale='log', yscale='log', xlabel='sequence length T',
+         ylabel='peak memory, train step (MiB)')
+  plot_style.log_ticks(ax, seq_lens)
+  plot_style.plain_log_labels(ax)
+  ax.legend(**outside)
+  paths += plot_style.save(fig, os.path.join(figdir, 'throughput_c'))
+  return paths
