@@ -1,5 +1,3 @@
-import math
-
 import numpy as np
 import pytest
 
@@ -26,19 +24,6 @@ def test_adding_mean_predictor_scores_one_sixth():
   markers = b['inputs'][..., 1]
   assert np.all(markers.sum(1) == 2)
   assert np.all(markers[:, :15].sum(1) == 1)
-
-
-def test_copy_memoryless_baseline_matches_formula():
-  """The best memoryless predictor (blank where the target is blank, uniform over
-  the 8 symbols on the last 10 steps) has cross-entropy 10 ln 8 / (T + 20)."""
-  t = 30
-  task = tasks.TASKS['copy']
-  b = task.batch(0, 0, 8, t)
-  assert b['inputs'].shape == (8, t + 20)
-  np.testing.assert_array_equal(b['targets'][:, -10:], b['inputs'][:, :10])
-  assert np.all(b['targets'][:, :-10] == 0)
-  per_step = np.where(np.arange(t + 20) >= t + 10, math.log(8), 0.0)
-  assert abs(per_step.mean() - task.chance_loss(t)) < 1e-12
 
 
 def test_kback_targets_and_mask():
