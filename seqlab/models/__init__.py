@@ -59,6 +59,17 @@ class RecurrentBackbone(nnx.Module):
   def __call__(self, e_BxTxD: Array, causal: bool = True) -> Array:
     return self.stack(e_BxTxD)
 
+  def init_state(self, batch: int, max_len: int, dtype) -> list:
+    del max_len  # the state does not grow with the context
+    return self.stack.zero_states(batch, dtype)
+
+  def prefill(self, e_BxTxD: Array, state: list):
+    return self.stack.prefill(e_BxTxD, state)
+
+  def step(self, e_BxD: Array, state: list, pos: Array):
+    del pos
+    return self.stack.step(e_BxD, state)
+
 
 class AttentionBackbone(nnx.Module):
   is_recurrent = False
@@ -70,6 +81,15 @@ class AttentionBackbone(nnx.Module):
 
   def __call__(self, e_BxTxD: Array, causal: bool) -> Array:
     return self.net(e_BxTxD, causal)
+
+  def init_state(self, batch: int, max_len: int, dtype) -> list:
+    return self.net.init_state(batch, max_len, dtype)
+
+  def prefill(self, e_BxTxD: Array, state: list):
+    return self.net.prefill(e_BxTxD, state)
+
+  def step(self, e_BxD: Array, state: list, pos: Array):
+    return self.net.step(e_BxD, state, pos)
 
 
 # name -> backbone constructor (cfg, rngs). New model families register here.
@@ -154,6 +174,30 @@ class SequenceModel(nnx.Module):
 
   def __call__(self, inputs: Array) -> Array:
     return self.head(self.features(self.embed_inputs(inputs)))
+
+  # ------------------------------------------------------------------------ decoding
+  # A per-step model generates one position at a time from a cache {'pos', 'state'}:
+  # recurrent backbones carry a fixed-size state (O(1) time and memory per token), the
+  # transformer a preallocated KV cache of max_len positions (O(max_len) per token).
+  # prefill(prompt) then decode(token) gives the parallel forward's outputs.
+  def init_cache(self, batch: int, max_len: int, dtype=jnp.float32) -> dict:
+    """An empty cache for `batch` sequences of up to max_len positions."""
+    if self.cfg.readout != 'per_step':
+      raise ValueError(f'decoding needs a per-step model; this one reads out '
+                       f'{self.cfg.readout!r}')
+    return {'pos': jnp.zeros((), jnp.int32),
+            'state': self.backbone.init_state(batch, max_len, dtype)}
+
+  def prefill(self, inputs: Array, cache: dict) -> tuple[Array, dict]:
+    """The prompt [B, T] (or [B, T, input_dim]) in one parallel pass, from a fresh cache:
+    (outputs [B, T, O], the cache after position T-1)."""
+    h_BxTxD, state = self.backbone.prefill(self.embed_inputs(inputs), cache['state'])
+    return self.head(h_BxTxD), {'pos': cache['pos'] + inputs.shape[1], 'state': state}
+
+  def decode(self, inputs: Array, cache: dict) -> tuple[Array, dict]:
+    """One position: inputs [B] (or [B, input_dim]) -> (outputs [B, O], the next cache)."""
+    h_BxD, state = self.backbone.step(self.embed_inputs(inputs), cache['state'], cache['pos'])
+    return self.head(h_BxD), {'pos': cache['pos'] + 1, 'state': state}
 
 
 def count_params(tree) -> int:

@@ -65,16 +65,48 @@ class MultiHeadAttention(nnx.Module):
     self.w_qkv = nnx.Param(init(rngs.params(), (width, 3, heads, width // heads)))
     self.w_out = nnx.Param(init(rngs.params(), (heads, width // heads, width)) / math.sqrt(2))
 
-  def __call__(self, x_BxTxD: Array, causal: bool) -> Array:
-    # Projections as plain [B T, D] x [D, 3 N K] and [B T, N K] x [N K, D] products: the
-    # equivalent einsums ('btd,dcnk->cbtnk') made XLA:CPU emit a transposed product
-    # plus a full transpose copy, about half the layer's time at T=1024.
+  def qkv(self, x_BxTxD: Array) -> tuple[Array, Array, Array]:
+    """q, k, v [B, T, N, K]. Projections as plain [B T, D] x [D, 3 N K] products: the
+    equivalent einsum ('btd,dcnk->cbtnk') made XLA:CPU emit a transposed product plus a
+    full transpose copy, about half the layer's time at T=1024."""
     b, t, d = x_BxTxD.shape
     w_qkv = self.w_qkv[...]
     _, _, n, k = w_qkv.shape
     qkv = (x_BxTxD.reshape(b * t, d) @ w_qkv.reshape(d, 3 * n * k)).reshape(b, t, 3, n, k)
-    o_BxTxNxK = ATTENTION_IMPLS[self.impl](qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2], causal)
-    return (o_BxTxNxK.reshape(b * t, n * k) @ self.w_out[...].reshape(n * k, d)).reshape(b, t, d)
+    return qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2]
+
+  def project_out(self, o_BxTxNxK: Array) -> Array:
+    b, t, n, k = o_BxTxNxK.shape
+    w_out = self.w_out[...]
+    return (o_BxTxNxK.reshape(b * t, n * k) @ w_out.reshape(n * k, -1)).reshape(b, t, -1)
+
+  def __call__(self, x_BxTxD: Array, causal: bool) -> Array:
+    q, k, v = self.qkv(x_BxTxD)
+    return self.project_out(ATTENTION_IMPLS[self.impl](q, k, v, causal))
+
+  # Decoding with a preallocated KV cache {'k', 'v': [B, S, N, K]}, S the longest context.
+  def init_cache(self, batch: int, max_len: int, dtype) -> dict:
+    _, _, n, k = self.w_qkv.shape
+    return {'k': jnp.zeros((batch, max_len, n, k), dtype), 'v': jnp.zeros((batch, max_len, n, k), dtype)}
+
+  def prefill(self, x_BxTxD: Array, cache: dict):
+    """Causal attention over a prompt at positions 0..T-1 (this layer's kernel), its keys
+    and values written to the cache."""
+    q, k, v = self.qkv(x_BxTxD)
+    cache = {'k': jax.lax.dynamic_update_slice(cache['k'], k.astype(cache['k'].dtype), (0, 0, 0, 0)),
+             'v': jax.lax.dynamic_update_slice(cache['v'], v.astype(cache['v'].dtype), (0, 0, 0, 0))}
+    return self.project_out(ATTENTION_IMPLS[self.impl](q, k, v, True)), cache
+
+  def decode(self, x_Bx1xD: Array, cache: dict, pos: Array):
+    """One new position `pos`: its key and value written at pos, its query attending over
+    cached positions <= pos (the einsum of `attend`, the mask explicit). The work is
+    O(S) in the cache length, the prefix never re-run."""
+    q, k, v = self.qkv(x_Bx1xD)
+    cache = {'k': jax.lax.dynamic_update_slice(cache['k'], k.astype(cache['k'].dtype), (0, pos, 0, 0)),
+             'v': jax.lax.dynamic_update_slice(cache['v'], v.astype(cache['v'].dtype), (0, pos, 0, 0))}
+    mask_1xS = (jnp.arange(cache['k'].shape[1]) <= pos)[None, :]
+    o_Bx1xNxK = jax.vmap(attend, in_axes=(0, 0, 0, None))(q, cache['k'], cache['v'], mask_1xS)
+    return self.project_out(o_Bx1xNxK), cache
 
 
 class Block(nnx.Module):
@@ -88,14 +120,26 @@ class Block(nnx.Module):
     self.mlp_in = nnx.Linear(width, mlp_ratio * width, rngs=rngs)
     self.mlp_out = nnx.Linear(mlp_ratio * width, width, rngs=rngs)
 
+  def _residual(self, x_BxTxD: Array, attend_fn):
+    """x + attention(LN(x)), then + MLP(LN(.)); attend_fn(u) -> (output, aux)."""
+    a, aux = attend_fn(self.ln1(x_BxTxD))
+    x_BxTxD = x_BxTxD + a
+    return x_BxTxD + self.mlp_out(jax.nn.gelu(self.mlp_in(self.ln2(x_BxTxD)))), aux
+
   def __call__(self, x_BxTxD: Array, causal: bool) -> Array:
-    x_BxTxD = x_BxTxD + self.attn(self.ln1(x_BxTxD), causal)
-    return x_BxTxD + self.mlp_out(jax.nn.gelu(self.mlp_in(self.ln2(x_BxTxD))))
+    return self._residual(x_BxTxD, lambda u: (self.attn(u, causal), None))[0]
+
+  def prefill(self, x_BxTxD: Array, cache: dict):
+    return self._residual(x_BxTxD, lambda u: self.attn.prefill(u, cache))
+
+  def decode(self, x_Bx1xD: Array, cache: dict, pos: Array):
+    return self._residual(x_Bx1xD, lambda u: self.attn.decode(u, cache, pos))
 
 
-def sinusoidal_positions(t: int, width: int) -> Array:
-  """[T, D] sinusoidal position codes (Vaswani et al. 2017, section 3.5)."""
-  pos = jnp.arange(t)[:, None]
+def sinusoidal_positions(t: int, width: int, start: Array | int = 0) -> Array:
+  """[T, D] sinusoidal position codes of positions start..start+T-1 (Vaswani et al.
+  2017, section 3.5)."""
+  pos = (start + jnp.arange(t))[:, None]
   freq = jnp.exp(-math.log(10000.0) * jnp.arange(0, width, 2) / width)
   pe = jnp.zeros((t, width))
   pe = pe.at[:, 0::2].set(jnp.sin(pos * freq))
@@ -114,12 +158,41 @@ class Transformer(nnx.Module):
                             for _ in range(layers)])
     self.ln_f = nnx.LayerNorm(width, rngs=rngs)
 
-  def __call__(self, x_BxTxD: Array, causal: bool) -> Array:
+  def _add_positions(self, x_BxTxD: Array, start: Array | int = 0) -> Array:
     t, d = x_BxTxD.shape[1:]
     if self.positions == 'learned':
-      x_BxTxD = x_BxTxD + self.pos_emb[:t]
-    else:
-      x_BxTxD = x_BxTxD + sinusoidal_positions(t, d).astype(x_BxTxD.dtype)
+      return x_BxTxD + jax.lax.dynamic_slice_in_dim(self.pos_emb[...], start, t)
+    return x_BxTxD + sinusoidal_positions(t, d, start).astype(x_BxTxD.dtype)
+
+  def __call__(self, x_BxTxD: Array, causal: bool) -> Array:
+    t = x_BxTxD.shape[1]
+    if self.positions == 'learned' and t > self.pos_emb.shape[0]:
+      raise ValueError(f'sequence of {t} positions is longer than the {self.pos_emb.shape[0]} '
+                       f'learned positions (model.max_len); use positions=sinusoidal or a '
+                       f'larger max_len')
+    x_BxTxD = self._add_positions(x_BxTxD)
     for block in self.blocks:
       x_BxTxD = block(x_BxTxD, causal)
     return self.ln_f(x_BxTxD)
+
+  # Decoding: one KV cache per block, preallocated for max_len positions.
+  def init_state(self, batch: int, max_len: int, dtype) -> list:
+    if self.positions == 'learned' and max_len > self.pos_emb.shape[0]:
+      raise ValueError(f'a context of {max_len} positions is longer than the '
+                       f'{self.pos_emb.shape[0]} learned positions (model.max_len); use '
+                       f'positions=sinusoidal or a larger max_len')
+    return [block.attn.init_cache(batch, max_len, dtype) for block in self.blocks]
+
+  def prefill(self, x_BxTxD: Array, caches: list):
+    x_BxTxD, out = self._add_positions(x_BxTxD), []
+    for block, c in zip(self.blocks, caches):
+      x_BxTxD, c = block.prefill(x_BxTxD, c)
+      out.append(c)
+    return self.ln_f(x_BxTxD), out
+
+  def step(self, x_BxD: Array, caches: list, pos: Array):
+    x_Bx1xD, out = self._add_positions(x_BxD[:, None], pos), []
+    for block, c in zip(self.blocks, caches):
+      x_Bx1xD, c = block.decode(x_Bx1xD, c, pos)
+      out.append(c)
+    return self.ln_f(x_Bx1xD)[:, 0], out

@@ -151,6 +151,14 @@ class RecurrentLayer(nnx.Module):
                                   x_BxTxD, state0, self.unroll)
     return self.scan(self.project(x_BxTxD), state0)
 
+  def step(self, x_BxD: Array, state):
+    """One time step for a batch (decoding): (h_BxH, new state). The reference cell step
+    whatever the kernel: 'fused' computes the same recurrence."""
+    cell = CELLS[self.cell_name]
+    xw_BxG = x_BxD @ self.w_ih[...] + self.b[...]
+    state = jax.vmap(cell.step, in_axes=(None, 0, 0))(self.step_params(), state, xw_BxG)
+    return cell.readout(state), state
+
 
 class RecurrentStack(nnx.Module):
   """`layers` recurrent layers; emits the top layer's h at every step [B, T, H]."""
@@ -162,7 +170,23 @@ class RecurrentStack(nnx.Module):
         for i in range(layers)])
 
   def __call__(self, x_BxTxD: Array, states0=None) -> Array:
-    h = x_BxTxD
+    return self.prefill(x_BxTxD, states0)[0]
+
+  def zero_states(self, batch: int, dtype) -> list:
+    return [layer.zero_state(batch, dtype) for layer in self.layers]
+
+  def prefill(self, x_BxTxD: Array, states0=None):
+    """(h_BxTxH of the top layer, every layer's state after the last step)."""
+    h, states = x_BxTxD, []
     for i, layer in enumerate(self.layers):
-      h, _ = layer(h, None if states0 is None else states0[i])
-    return h
+      h, s = layer(h, None if states0 is None else states0[i])
+      states.append(s)
+    return h, states
+
+  def step(self, x_BxD: Array, states: list):
+    """One time step through every layer: (h_BxH of the top layer, new states)."""
+    h, out = x_BxD, []
+    for layer, s in zip(self.layers, states):
+      h, s = layer.step(h, s)
+      out.append(s)
+    return h, out

@@ -162,12 +162,29 @@ class LRULayer(nnx.Module):
     a_BxTxN = jnp.broadcast_to(lam_N, bu_BxTxN.shape)
     return linear_scan(a_BxTxN, bu_BxTxN, h0_BxN, self.scan_impl)
 
+  def _output(self, x: Array, h: Array) -> Array:
+    """x + GLU(GELU(Re(C h) + D u)) for inputs x [..., D] and states h [..., N]."""
+    y = h.real @ self.c_re[...] - h.imag @ self.c_im[...] + self.d[...] * self.norm(x)
+    value, gate = jnp.split(self.glu(jax.nn.gelu(y)), 2, axis=-1)
+    return x + value * jax.nn.sigmoid(gate)
+
   def __call__(self, x_BxTxD: Array, h0_BxN: Array | None = None) -> Array:
+    return self._output(x_BxTxD, self.states(x_BxTxD, h0_BxN))
+
+  def zero_state(self, batch: int, dtype) -> Array:
+    del dtype  # the state is complex
+    return jnp.zeros((batch, self.nu_log.shape[0]), jnp.complex64)
+
+  def prefill(self, x_BxTxD: Array, h0_BxN: Array):
     h_BxTxN = self.states(x_BxTxD, h0_BxN)
-    y_BxTxD = (h_BxTxN.real @ self.c_re[...] - h_BxTxN.imag @ self.c_im[...]
-               + self.d[...] * self.norm(x_BxTxD))
-    value, gate = jnp.split(self.glu(jax.nn.gelu(y_BxTxD)), 2, axis=-1)
-    return x_BxTxD + value * jax.nn.sigmoid(gate)
+    return self._output(x_BxTxD, h_BxTxN), h_BxTxN[:, -1]
+
+  def step(self, x_BxD: Array, h_BxN: Array):
+    """One step (decoding): h = lambda h + gamma B u, then the read-out."""
+    u_BxD = self.norm(x_BxD)
+    bu_BxN = (u_BxD @ self.b_re[...] + 1j * (u_BxD @ self.b_im[...])) * jnp.exp(self.gamma_log[...])
+    h_BxN = self.eigenvalues() * h_BxN + bu_BxN
+    return self._output(x_BxD, h_BxN), h_BxN
 
 
 # ------------------------------------------------------------------------------- minGRU
@@ -196,6 +213,19 @@ class MinGRULayer(nnx.Module):
   def __call__(self, x_BxTxD: Array, h0_BxN: Array | None = None) -> Array:
     return x_BxTxD + self.out(self.states(x_BxTxD, h0_BxN))
 
+  def zero_state(self, batch: int, dtype) -> Array:
+    return jnp.zeros((batch, self.out.in_features), dtype)
+
+  def prefill(self, x_BxTxD: Array, h0_BxN: Array):
+    h_BxTxN = self.states(x_BxTxD, h0_BxN)
+    return x_BxTxD + self.out(h_BxTxN), h_BxTxN[:, -1]
+
+  def step(self, x_BxD: Array, h_BxN: Array):
+    """One step (decoding): h = (1 - z) h + z h~."""
+    a_BxN, b_BxN = self.coefficients(x_BxD)
+    h_BxN = a_BxN * h_BxN + b_BxN
+    return x_BxD + self.out(h_BxN), h_BxN
+
 
 class LinearRecurrentBackbone(nnx.Module):
   """`layers` LRU or minGRU residual blocks; causal by construction. No final norm, like
@@ -220,3 +250,23 @@ class LinearRecurrentBackbone(nnx.Module):
     for i, layer in enumerate(self.layers):
       h = layer(h, None if states0 is None else states0[i])
     return h
+
+  # Decoding (seqlab.models.SequenceModel.prefill / decode): a fixed-size state per layer.
+  def init_state(self, batch: int, max_len: int, dtype) -> list:
+    del max_len  # the state does not grow with the context
+    return [layer.zero_state(batch, dtype) for layer in self.layers]
+
+  def prefill(self, e_BxTxD: Array, states: list):
+    h, out = e_BxTxD, []
+    for layer, s in zip(self.layers, states):
+      h, s = layer.prefill(h, s)
+      out.append(s)
+    return h, out
+
+  def step(self, e_BxD: Array, states: list, pos: Array):
+    del pos
+    h, out = e_BxD, []
+    for layer, s in zip(self.layers, states):
+      h, s = layer.step(h, s)
+      out.append(s)
+    return h, out
