@@ -3,30 +3,50 @@
   python launch.py                                   # the default study (gradient flow)
   python launch.py --config=experiments/long_range.py --models=rnn,lstm \
       --tasks=adding --seq_lens=50,200 --seeds=0,1 --config.train.steps=1000
+  python launch.py --list [--config=...]             # studies, models, tasks, config keys
+  python launch.py --config=... --print_config       # the resolved config; runs nothing
+  python launch.py --config=... --rerun=lstm-*       # run chosen finished points again
+  python launch.py --evaluate=runs/long_range/lstm-adding-T50-s0 [--checkpoint=latest]
 
 Sweep axes given as flags override the config's own lists; every other setting is a
-dotted override of the config (`--config.model.hidden=128`).
+dotted override of the config (`--config.model.hidden=128`). Ctrl-C saves a checkpoint
+at the next step and stops; the same command resumes.
 """
+import logging
 import os
 import sys
 
 from absl import app, flags
+from absl import logging as absl_logging
 from ml_collections import config_flags
 
 from seqlab import config as seqlab_config
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 DEFAULT_CONFIG = 'experiments/grad_flow.py'
+# A config key a sweep replaces by one of its axes -> that axis's flag.
+SWEPT = {'model.name': 'models', 'task.name': 'tasks', 'task.seq_len': 'seq_lens',
+         'seed': 'seeds'}
+TYPE_WORDS = {bool: 'true or false', int: 'an integer', float: 'a number', str: 'a string'}
 
 
 def fail(msg: str, status: int = 2):
-  print(f'error: {msg}', file=sys.stderr)
+  print(f'error: {msg}', file=sys.stderr, flush=True)
   sys.exit(status)
 
 
+def _parse_as(kind, text: str):
+  if kind is bool:
+    if text.lower() not in ('true', 'false', '1', '0'):
+      raise ValueError(text)
+    return text.lower() in ('true', '1')
+  return kind(text)
+
+
 def check_config_args(argv) -> None:
-  """Loads the --config file and checks every --config.a.b=v override names a key
-  that exists, before ml_collections (which would raise a multi-line trace) sees it."""
+  """Loads the --config file and checks every --config.a.b=v override: the key exists,
+  the value parses as the key's type, and the run would use it (a sweep axis replaces
+  its config key). Before ml_collections, which would raise a multi-line trace."""
   spec, at = DEFAULT_CONFIG, None
   for i, a in enumerate(argv[1:], 1):
     if a.startswith('--config='):
@@ -38,22 +58,48 @@ def check_config_args(argv) -> None:
       argv[at] = f'--config={path}' + (f':{arg}' if arg else '')
     config = seqlab_config.load(f'{path}:{arg}' if arg else path)
     for a in argv[1:]:
-      if a.startswith('--config.'):
-        seqlab_config.check_override(config, a[len('--config.'):].split('=', 1)[0], a)
-  except ValueError as e:  # a missing file, an unknown :variant or key: one line
+      if not a.startswith('--config.'):
+        continue
+      key, has_value, text = a[len('--config.'):].partition('=')
+      seqlab_config.check_override(config, key, a)
+      default = _lookup(config, key)
+      kind = type(default)
+      if has_value and kind in TYPE_WORDS and kind is not str:
+        try:
+          _parse_as(kind, text)   # its range is checked with the study's checks, below
+        except ValueError:
+          raise ValueError(f'{a}: config.{key} takes {TYPE_WORDS[kind]} (its default is '
+                           f'{default!r}), not {text!r}') from None
+      sweep = config.get('sweep')
+      if key in SWEPT and sweep is not None and SWEPT[key] in sweep:
+        axis = SWEPT[key]
+        raise ValueError(f'{a} would be ignored: this study runs every value of sweep.{axis} '
+                         f'({",".join(map(str, sweep[axis]))}); use --{axis}={text} instead')
+  except ValueError as e:  # a missing file, an unknown :variant or key, a bad value
     fail(str(e))
 
 
+def _lookup(config, key):
+  for part in key.split('.'):
+    config = config[part]
+  return config
+
+
 if __name__ == '__main__':
+  # stderr carries only the one error line: jax's platform probing ("Unable to
+  # initialize backend 'tpu'") logs at INFO through absl's handler, so keep INFO off.
+  logging.getLogger('jax').setLevel(logging.WARNING)
+  os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')   # XLA's C++ start-up lines
   check_config_args(sys.argv)
 
 config_flags.DEFINE_config_file(
     'config', os.path.join(HERE, DEFAULT_CONFIG),
-    'Study config: experiments/<study>.py[:arg]. Dotted overrides such as '
-    '--config.train.steps=100 change single values.', lock_config=True)
+    'Study config: experiments/<study>.py[:arg] (--list shows every study, model, task and '
+    'key). Dotted overrides such as --config.train.steps=100 change single values.',
+    lock_config=True)
 flags.DEFINE_string('workdir', None, 'Run directory (default: runs/<config name>), a local '
                     'path or gs://bucket/path. The same command on the same workdir skips '
-                    'finished points.')
+                    'finished points and resumes an interrupted one.')
 flags.DEFINE_list('models', None, 'Models to sweep, e.g. rnn,lstm,gru,transformer; '
                   'MODEL:KERNEL picks a kernel, e.g. lstm:fused.')
 flags.DEFINE_list('tasks', None, 'Tasks to sweep, e.g. adding,copy,recall,kback.')
@@ -61,6 +107,15 @@ flags.DEFINE_list('seq_lens', None, 'Sequence lengths to sweep, e.g. 50,200,1000
 flags.DEFINE_list('seeds', None, 'Seeds to sweep, e.g. 0,1,2.')
 flags.DEFINE_bool('override', False, 'Run even though --workdir holds a config.json that '
                   'differs from this command (finished points are kept).')
+flags.DEFINE_list('rerun', None, 'Finished points to run again from the start, keeping every '
+                  'other: point names, shell patterns (lstm-*) or "diverged".')
+flags.DEFINE_bool('list', False, 'Print the studies, models (with kernels), tasks and the '
+                  'chosen config\'s keys with defaults and meanings, then exit.')
+flags.DEFINE_bool('print_config', False, 'Print the resolved config (after flags) and exit.')
+flags.DEFINE_string('evaluate', None, 'A point folder (e.g. runs/long_range/lstm-adding-T50-s0):'
+                    ' print its checkpoint\'s held-out metrics and exit; writes nothing.')
+flags.DEFINE_enum('checkpoint', 'best', ['best', 'latest'], 'With --evaluate: the best '
+                  '(lowest held-out loss) or the latest checkpoint.')
 # Multi-host (seqlab/infra/distributed.py): automatic on a TPU VM pod, explicit elsewhere.
 flags.DEFINE_bool('distributed', False, 'Call jax.distributed.initialize() with the cluster '
                   'auto-detected (TPU VM pods; --tpu passes it to every worker).')
@@ -80,13 +135,20 @@ flags.DEFINE_bool('queued_resource', False, 'Create --tpu through a queued resou
 flags.DEFINE_bool('dry_run', False, 'With --tpu: print the gcloud commands, run none.')
 flags.DEFINE_string('fetch_to', '.', 'With --tpu: local folder the workdir is copied into.')
 FLAGS = flags.FLAGS
+CHECK_ONLY = False   # --only_check_args: every check a real run makes, then exit 0
 
 
 def parse_flags(argv):
+  global CHECK_ONLY
   try:
-    return FLAGS(argv)
+    rest = FLAGS(argv)
   except (flags.Error, KeyError, AttributeError, ValueError, TypeError) as e:
     fail(str(e).strip().splitlines()[-1] if str(e).strip() else repr(e))
+  # absl exits at --only_check_args before main: run main's checks instead.
+  CHECK_ONLY, FLAGS.only_check_args = FLAGS.only_check_args, False
+  if FLAGS['verbosity'].using_default_value:
+    FLAGS.verbosity = absl_logging.WARNING   # absl would set INFO; keep stderr for errors
+  return rest
 
 
 def config_name() -> str:
@@ -105,13 +167,49 @@ def build_config():
             values = [int(v) for v in values]
           except ValueError:
             fail(f'--{axis}={",".join(values)}: every value must be an integer')
+        if 'sweep' not in config:
+          fail(f'--{axis}: config.study={config.get("study")!r} has no sweep to set')
         config.sweep[axis] = values
   return config
+
+
+def list_everything(config) -> str:
+  """--list: studies, models with kernels, tasks, and the config's keys."""
+  from seqlab import models, report, studies
+  from seqlab.data import tasks
+  lines = ['studies (--config=experiments/<study>.py[:quick|full]):']
+  for s in (*studies.STUDIES.values(), report):
+    lines.append(f'  {s.NAME:<12} {getattr(s, "TITLE", "the full report: every study")}')
+  lines.append('models (--models=MODEL[:KERNEL]; the first kernel is the default):')
+  for m in models.MODELS:
+    lines.append(f'  {m:<12} kernels: {", ".join(models.KERNELS.get(m, ())) or "-"}')
+  lines.append(f'tasks (--tasks): {", ".join(tasks.task_names())}')
+  lines.append(f'config keys of {config_name()} (--config.KEY=VALUE; default, meaning):')
+  keys = seqlab_config.flat_keys(config)
+  width = max(len(k) for k, _ in keys)
+  for k, v in keys:
+    doc = seqlab_config.KEY_DOCS.get(k, '')
+    lines.append(f'  {k:<{width}}  {v!r:<22} {doc}'.rstrip())
+  return '\n'.join(lines)
 
 
 def jax_process_index() -> int:
   import jax
   return jax.process_index()
+
+
+def evaluate_point() -> None:
+  from seqlab import evaluate
+  try:
+    m = evaluate.evaluate(FLAGS.evaluate, FLAGS.checkpoint)
+  except (evaluate.LoadError, OSError) as e:
+    fail(str(e))
+  extra = ''.join(f', {k} {m[k]:.4f}' for k in sorted(m)
+                  if k not in ('step', 'checkpoint', 'batches', 'loss', 'chance_loss')
+                  and isinstance(m[k], float))
+  print(f'{FLAGS.evaluate}: {m["checkpoint"]} checkpoint (step {m["step"]}): held-out loss '
+        f'{m.get("loss", float("nan")):.4f} (chance {m["chance_loss"]:.4f}){extra} over '
+        f'{m["batches"]} batches')
 
 
 def main(argv):
@@ -120,15 +218,25 @@ def main(argv):
   from seqlab import sweep
   from seqlab.infra import distributed, storage, writer
   config = build_config()
+  if FLAGS.list:
+    print(list_everything(config))
+    return
+  if FLAGS.print_config:
+    print(config)
+    return
+  if FLAGS.evaluate:
+    evaluate_point()
+    return
   workdir = FLAGS.workdir or os.path.join('runs', config_name())
   try:
     storage.check(workdir)
-  except storage.SchemeError as e:
+    sweep.check_ranges(config)
+  except (storage.SchemeError, sweep.ConfigError) as e:
     fail(str(e))
+  if FLAGS.tpu and not FLAGS.zone:  # before jax starts: nothing else on stderr
+    fail(f'--tpu={FLAGS.tpu} needs --zone (e.g. --zone=us-central2-b)')
   cpu_devices = config.get('cpu_devices', 0)
   if cpu_devices:   # before anything starts jax's backends (connect, validate)
-    if cpu_devices < 0:
-      fail(f'config.cpu_devices={cpu_devices} must be >= 0 (0: jax\'s default of one)')
     import jax
     jax.config.update('jax_num_cpu_devices', cpu_devices)
   cluster = distributed.ClusterSpec(FLAGS.coordinator_address, FLAGS.num_processes,
@@ -149,12 +257,17 @@ def main(argv):
   study = runnable[name]
   try:
     study.validate(config)
+    if hasattr(study, 'validate_workdir'):  # the report: is there anything to redraw
+      study.validate_workdir(config, workdir)
+    rerun = sweep.select_rerun(workdir, FLAGS.rerun) if FLAGS.rerun else []
+    sweep.check_workdir(workdir)
   except sweep.ConfigError as e:
     fail(str(e))
+  if CHECK_ONLY:
+    print(f'ok: {config_name()} would run into {workdir}; every check passed')
+    return
   if FLAGS.tpu:  # checked here, run there: the same command on every TPU worker
     from seqlab.infra import tpu_launch
-    if not FLAGS.zone:
-      fail(f'--tpu={FLAGS.tpu} needs --zone (e.g. --zone=us-central2-b)')
     spec = tpu_launch.TpuSpec(FLAGS.tpu, FLAGS.zone, FLAGS.project, FLAGS.accelerator_type,
                               FLAGS.runtime_version, FLAGS.queued_resource, FLAGS.dry_run,
                               FLAGS.fetch_to)
@@ -164,12 +277,19 @@ def main(argv):
   except sweep.ConfigError as e:
     fail(str(e))
   try:
+    sweep.forget(workdir, rerun)
     study.run(config, workdir)
   except writer.WriteError as e:
     fail(str(e), status=1)
   except sweep.ConfigError as e:  # a study's own checks, made before it measures anything
     fail(str(e))
+  except KeyboardInterrupt:  # a Ctrl-C outside the training loop, or a second one inside
+    fail(f'interrupted; finished points and saved checkpoints in {workdir} are kept: run the '
+         f'same command to resume', status=130)
 
 
 if __name__ == '__main__':
-  app.run(main, flags_parser=parse_flags)
+  try:
+    app.run(main, flags_parser=parse_flags)
+  except KeyboardInterrupt:  # Ctrl-C while starting (imports, flags): nothing to keep
+    fail('interrupted before the run started; nothing was written', status=130)

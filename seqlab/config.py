@@ -76,3 +76,84 @@ def check_override(config, key: str, given: str) -> None:
       raise ConfigFileError(f'unknown config key {walked}.{part} in {given!r}; keys of '
                             f'{walked}: {allowed}')
     node, walked = node[part], f'{walked}.{part}'
+
+
+# One line per config key, for `launch.py --list`; a key a study adds without a line
+# here is listed with its default alone.
+KEY_DOCS = {
+    'study': 'the study this config runs (seqlab/studies)',
+    'seed': 'seed of one run; a sweep takes its seeds from --seeds',
+    'num_devices': 'devices the batch is split over (0: every device jax sees)',
+    'cpu_devices': "CPU devices made of this host before jax starts (0: jax's default)",
+    'model.name': 'model of one run; a sweep takes its models from --models',
+    'model.hidden': 'width of the hidden state (or residual stream)',
+    'model.layers': 'stacked layers',
+    'model.param_budget': '> 0: model.hidden is sized to about this many parameters',
+    'model.recurrent_init': 'initialisation of the recurrent matrices',
+    'model.spectral_radius': 'spectral radius of the recurrent matrix at init (rnn)',
+    'model.forget_bias': 'initial forget-gate bias (lstm)',
+    'model.unroll': 'time steps per scan iteration (speed only)',
+    'model.heads': 'attention heads (transformer)',
+    'model.mlp_ratio': 'MLP width / hidden (transformer)',
+    'model.positions': 'position encoding: sinusoidal or learned (transformer)',
+    'model.pool': 'classification readout: cls token or mean over time',
+    'model.kernel': 'kernel of every swept model (seqlab.models.KERNELS); auto: the default',
+    'model.r_min': 'lru: smallest eigenvalue radius at init',
+    'model.r_max': 'lru: largest eigenvalue radius at init',
+    'task.name': 'task of one run; a sweep takes its tasks from --tasks',
+    'task.seq_len': 'sequence length of one run; a sweep takes them from --seq_lens',
+    'task.dataset': "text: 'stdlib' (offline), a Hub id, or '' to read task.path",
+    'task.path': 'text: local file or glob (.txt .csv .jsonl .parquet), read when '
+                 'task.dataset is empty',
+    'task.config_name': 'text: Hub config, e.g. wikitext-2-raw-v1',
+    'task.text_column': 'text: column holding the text',
+    'task.label_column': 'textclf: column holding the label',
+    'task.split': 'text: split to train on',
+    'task.eval_split': "text: held-out split ('': every 10th row of task.split)",
+    'task.tokenizer': "text: 'byte' (UTF-8) or 'char' (the training alphabet)",
+    'task.eval_fraction': 'text: fraction of rows held out when there is no eval split',
+    'train.steps': 'optimiser steps per point',
+    'train.batch_size': 'examples per step (split over the devices)',
+    'train.lr': 'peak learning rate of AdamW',
+    'train.warmup_steps': 'linear warm-up steps, then cosine decay',
+    'train.weight_decay': 'AdamW weight decay',
+    'train.clip_norm': 'global gradient-norm clipping (0: none)',
+    'train.final_lr_fraction': 'learning rate at the end / peak',
+    'train.log_every': 'steps between progress lines',
+    'train.eval_batches': 'held-out batches in each evaluation',
+    'train.tensorboard': 'also write TensorBoard events to <point>/tb',
+    'train.checkpoint_every': 'steps between checkpoints (also at the end, SIGTERM, Ctrl-C)',
+    'train.keep_checkpoints': 'checkpoints kept: the last K, plus the best',
+    'train.skip_nonfinite': '> 0: skip up to this many non-finite updates in a row',
+    'sweep.models': 'models swept (--models), MODEL[:KERNEL]',
+    'sweep.tasks': 'tasks swept (--tasks)',
+    'sweep.seq_lens': 'sequence lengths swept (--seq_lens)',
+    'sweep.seeds': 'seeds swept (--seeds)',
+    'grad_flow.batch_size': 'examples per seed in each gradient measurement',
+    'grad_flow.train_steps': 'training steps before the trained measurement',
+    'grad_flow.train_seq_len': 'T of the trained measurement',
+    'grad_flow.rhos': 'spectral radii of the rnn sweep',
+    'grad_flow.rho_seq_len': 'T of the rnn spectral-radius sweep',
+    'impulse.directions': 'random unit impulses averaged',
+    'bench.hidden': 'width of every benchmarked model',
+    'bench.heads': 'attention heads',
+    'bench.batch': 'examples per timed step',
+    'bench.steps': 'timed steps per point',
+    'bench.warmup': 'untimed steps first',
+    'bench.unroll': 'scan unroll',
+    'bench.max_step_s': 'a point whose step takes longer is skipped at longer T',
+    'scale': 'report: quick or full',
+    'redraw_only': 'report: redraw from the results files, run nothing',
+    'sections': 'report: the studies to include ([]: all)',
+}
+
+
+def flat_keys(config, prefix: str = '') -> list[tuple[str, object]]:
+  """(dotted key, default value) of every leaf of config, in order."""
+  out = []
+  for k, v in config.items():
+    if hasattr(v, 'keys'):
+      out += flat_keys(v, f'{prefix}{k}.')
+    else:
+      out.append((f'{prefix}{k}', v))
+  return out

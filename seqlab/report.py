@@ -38,6 +38,15 @@ def validate(config) -> None:
       s.validate(seqlab_config.load(f'{s.NAME}:{config.scale}'))
 
 
+def validate_workdir(config, workdir: str) -> None:
+  """With redraw_only, some section must have results in workdir (checked before the
+  launcher writes anything there)."""
+  if config.redraw_only and not any(s.rows(os.path.join(workdir, s.NAME))
+                                    for s in _sections(config)):
+    raise sweep.ConfigError(f'nothing to report: no study in {workdir} has results; run '
+                            f'without --config.redraw_only=True first')
+
+
 def command_for(name: str, scale: str, workdir: str) -> str:
   return (f'python launch.py --config=experiments/{name}.py:{scale} '
           f'--workdir={os.path.join(workdir, name)}')

@@ -9,8 +9,11 @@ from __future__ import annotations
 
 import copy
 import itertools
+import fnmatch
+import json
 import math
 import os
+import shutil
 
 import jax
 
@@ -67,20 +70,15 @@ def validate(config) -> None:
   for s in sw.seeds:
     if _as_int('seed', s) < 0:
       raise ConfigError(f'seed={s} is negative; seeds are integers >= 0')
+  check_ranges(config)
   tc = config.get('train')
   if tc is not None:
-    if _as_int('train.batch_size', tc.batch_size) <= 0:
-      raise ConfigError(f'train.batch_size={tc.batch_size} must be a positive integer')
-    if _as_int('train.steps', tc.steps) <= 0:
-      raise ConfigError(f'train.steps={tc.steps} must be a positive integer')
     n = config.get('num_devices', 0) or jax.device_count()
     if tc.batch_size % n:
       raise ConfigError(f'train.batch_size={tc.batch_size} is not divisible by the {n} '
                         f'devices; use a multiple of {n}')
   mc = config.get('model')
   if mc is not None:
-    if mc.hidden <= 0 or mc.layers <= 0:
-      raise ConfigError(f'model.hidden={mc.hidden} and model.layers={mc.layers} must be > 0')
     if mc.get('positions', 'sinusoidal') not in ('sinusoidal', 'learned'):
       raise ConfigError(f'model.positions={mc.positions!r}; allowed: sinusoidal, learned')
     if mc.get('pool', 'cls') not in ('cls', 'mean'):
@@ -89,6 +87,115 @@ def validate(config) -> None:
     if mc.get('recurrent_init', 'orthogonal') not in cells.RECURRENT_INITS:
       raise ConfigError(f'model.recurrent_init={mc.recurrent_init!r}; allowed: '
                         f'{", ".join(cells.RECURRENT_INITS)}')
+  task = config.get('task')
+  if task is not None and task.get('path') and task.get('dataset'):
+    # The text tasks read task.path only when task.dataset is empty: say so, not ignore it.
+    raise ConfigError(f'task.path={task.path!r} is not read while task.dataset='
+                      f'{task.dataset!r}; add --config.task.dataset= (empty) to read the file, '
+                      f'or drop task.path')
+
+
+# ------------------------------------------------------------------------------- ranges
+def _positive(v):
+  return v > 0
+
+
+def _non_negative(v):
+  return v >= 0
+
+
+def _fraction(v):
+  return 0 <= v <= 1
+
+
+def _open_fraction(v):
+  return 0 < v < 1
+
+
+# Every numeric setting a study reads: (dotted key, type, check, the allowed range in
+# words). Checked before anything compiles; a key a config lacks is skipped.
+RANGES = [
+    ('seed', int, _non_negative, '>= 0'),
+    ('num_devices', int, _non_negative, '>= 0 (0: every device)'),
+    ('cpu_devices', int, _non_negative, '>= 0 (0: jax\'s default of one)'),
+    ('train.steps', int, _positive, '> 0'),
+    ('train.batch_size', int, _positive, '> 0'),
+    ('train.lr', float, _positive, 'finite and > 0'),
+    ('train.warmup_steps', int, _non_negative, '>= 0'),
+    ('train.weight_decay', float, _non_negative, 'finite and >= 0'),
+    ('train.clip_norm', float, _non_negative, 'finite and >= 0 (0: no clipping)'),
+    ('train.final_lr_fraction', float, _fraction, 'in [0, 1]'),
+    ('train.log_every', int, _positive, '> 0'),
+    ('train.eval_batches', int, _positive, '> 0'),
+    ('train.checkpoint_every', int, _non_negative, '>= 0 (0: only at the end and on '
+                                                   'SIGTERM or Ctrl-C)'),
+    ('train.keep_checkpoints', int, _positive, '> 0'),
+    ('train.skip_nonfinite', int, _non_negative, '>= 0 (0: stop at the first)'),
+    ('model.hidden', int, _positive, '> 0'),
+    ('model.layers', int, _positive, '> 0'),
+    ('model.param_budget', int, _non_negative, '>= 0 (0: no budget)'),
+    ('model.heads', int, _positive, '> 0'),
+    ('model.mlp_ratio', float, _positive, 'finite and > 0'),
+    ('model.unroll', int, _positive, '> 0'),
+    ('model.spectral_radius', float, _positive, 'finite and > 0'),
+    ('model.forget_bias', float, lambda v: True, 'finite'),
+    ('model.r_min', float, _open_fraction, 'in (0, 1)'),
+    ('model.r_max', float, lambda v: 0 < v <= 1, 'in (0, 1]'),
+    ('task.seq_len', int, _positive, '> 0'),
+    ('task.eval_fraction', float, _open_fraction, 'in (0, 1)'),
+    ('grad_flow.batch_size', int, _positive, '> 0'),
+    ('grad_flow.train_steps', int, _non_negative, '>= 0 (0: no trained phase)'),
+    ('grad_flow.train_seq_len', int, _positive, '> 0'),
+    ('grad_flow.rho_seq_len', int, _positive, '> 0'),
+    ('impulse.directions', int, _positive, '> 0'),
+    ('bench.hidden', int, _positive, '> 0'),
+    ('bench.heads', int, _positive, '> 0'),
+    ('bench.batch', int, _positive, '> 0'),
+    ('bench.steps', int, _positive, '> 0'),
+    ('bench.warmup', int, _non_negative, '>= 0'),
+    ('bench.unroll', int, _positive, '> 0'),
+    ('bench.max_step_s', float, _positive, 'finite and > 0'),
+]
+TYPE_WORDS = {int: 'an integer', float: 'a number', bool: 'true or false', str: 'a string'}
+
+
+def lookup(config, key: str):
+  """config's value at dotted `key`, or KeyError."""
+  node = config
+  for part in key.split('.'):
+    if not hasattr(node, 'keys') or part not in node:
+      raise KeyError(key)
+    node = node[part]
+  return node
+
+
+def check_value(key: str, v, kind, ok, allowed: str) -> None:
+  """Raises ConfigError naming `key`, its value, its type and its range."""
+  if kind is int:
+    good = not isinstance(v, bool) and isinstance(v, (int, float)) and math.isfinite(v) \
+        and int(v) == v
+  else:
+    good = not isinstance(v, bool) and isinstance(v, (int, float)) and math.isfinite(v)
+  if not good or not ok(v):
+    raise ConfigError(f'config.{key}={v!r} is not allowed: it must be {TYPE_WORDS[kind]}, '
+                      f'{allowed}')
+
+
+def check_ranges(config) -> None:
+  """Every numeric setting in RANGES against its type and range."""
+  for key, kind, ok, allowed in RANGES:
+    try:
+      v = lookup(config, key)
+    except KeyError:
+      continue
+    check_value(key, v, kind, ok, allowed)
+  mc = config.get('model')
+  if mc is not None and 'r_min' in mc and 'r_max' in mc and not mc.r_min < mc.r_max:
+    raise ConfigError(f'model.r_min={mc.r_min} must be below model.r_max={mc.r_max}')
+  gf = config.get('grad_flow')
+  if gf is not None:
+    for rho in gf.get('rhos', []):
+      check_value('grad_flow.rhos', rho, float, _positive, 'finite and > 0 (each value)')
 
 
 def _as_int(name, v) -> int:
@@ -104,6 +211,26 @@ def _as_int(name, v) -> int:
 _LOCKS = {}  # workdir -> open lock file, held until the process exits
 
 
+def check_workdir(workdir: str) -> None:
+  """Read-only checks of a local workdir before anything is written: it is a folder
+  (or does not exist yet) and this user may write in it (or in its nearest existing
+  parent). Raises ConfigError (one line)."""
+  if storage.is_url(workdir):
+    return
+  path = os.path.abspath(workdir)
+  if os.path.exists(path) and not os.path.isdir(path):
+    raise ConfigError(f'workdir {workdir} is a file, not a folder; give a folder with '
+                      f'--workdir (it is made when missing)')
+  parent = path
+  while not os.path.exists(parent):
+    parent = os.path.dirname(parent)
+  if not os.path.isdir(parent):
+    raise ConfigError(f'workdir {workdir} cannot be made: {parent} is a file, not a folder')
+  if not os.access(parent, os.W_OK | os.X_OK):
+    raise ConfigError(f'workdir {workdir} is not writable by this user ({parent} is not); '
+                      f'use a --workdir you may write to')
+
+
 def open_workdir(config, workdir: str, override: bool = False) -> None:
   """Locks `workdir` for this process and checks it was made by the same command.
 
@@ -112,18 +239,44 @@ def open_workdir(config, workdir: str, override: bool = False) -> None:
   workdir's config.json must equal the new config except for the sweep axes (they
   may grow or shrink: a point's own config is the rest plus its axis values);
   --override accepts a different config, keeping finished points and checkpoints
-  made under the old one."""
-  import fcntl
-  import json
+  made under the old one. Any problem with the workdir itself (a file, not writable,
+  a full disk) is a ConfigError, and what this call made is removed again."""
   if not writer.is_writer():
     return
+  check_workdir(workdir)
+  made = []  # what this call created, removed again if it fails
+  try:
+    _open_workdir(config, workdir, override, made)
+  except (OSError, writer.WriteError) as e:
+    for path in reversed(made):
+      if os.path.isdir(path):
+        shutil.rmtree(path, ignore_errors=True)
+      elif os.path.exists(path):
+        os.unlink(path)
+    f = _LOCKS.pop(os.path.abspath(workdir), None)
+    if f is not None:
+      f.close()
+    why = str(e) if isinstance(e, writer.WriteError) else (e.strerror or str(e))
+    raise ConfigError(f'workdir {workdir} cannot be used: {why}') from None
+
+
+def _open_workdir(config, workdir, override, made) -> None:
+  import fcntl
+  import json
   if storage.is_url(workdir):
     # A bucket has no file locks: say so once rather than pretend.
     print(f'note: {workdir} is a bucket; it is not locked against a second launch on the '
           f'same workdir (do not start one)', flush=True)
   else:
+    top = os.path.abspath(workdir)
+    while not os.path.exists(os.path.dirname(top)):
+      top = os.path.dirname(top)
+    if not os.path.exists(top):
+      made.append(top)
     os.makedirs(workdir, exist_ok=True)
     path = os.path.join(workdir, '.lock')
+    if not os.path.exists(path):
+      made.append(path)
     f = open(path, 'a')
     try:
       fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -196,6 +349,39 @@ def finished(workdir: str) -> dict[str, dict]:
   """point name -> its results.jsonl line, for the points already done."""
   return {r['point']: r for r in writer.read_jsonl(os.path.join(workdir, 'results.jsonl'))
           if 'point' in r}
+
+
+def select_rerun(workdir: str, patterns: list[str]) -> list[str]:
+  """The finished points that --rerun names: point names, shell patterns (lstm-*), or
+  'diverged' (every point that diverged). Raises ConfigError for a pattern that
+  matches no finished point, naming those there are."""
+  done = finished(workdir)
+  chosen = []
+  for pat in patterns:
+    if pat == 'diverged':
+      hits = [n for n, r in done.items() if r.get('diverged_at_step') is not None]
+    else:
+      hits = fnmatch.filter(done, pat)
+    if not hits:
+      have = ', '.join(list(done)[:8]) + (' ...' if len(done) > 8 else '')
+      raise ConfigError(f'--rerun={pat}: no finished point of {workdir} matches; finished: '
+                        f'{have or "none"} (or diverged)')
+    chosen += [n for n in hits if n not in chosen]
+  return chosen
+
+
+def forget(workdir: str, names: list[str]) -> None:
+  """Removes the points `names` from results.jsonl (atomically) and deletes their
+  folders (checkpoints, metrics), so the next run trains them from the start. Every
+  other point is kept as it was."""
+  if not names or not writer.is_writer():
+    return
+  path = os.path.join(workdir, 'results.jsonl')
+  kept = [r for r in writer.read_jsonl(path) if r.get('point') not in names]
+  writer.write_text_atomic(path, ''.join(json.dumps(r, sort_keys=True) + '\n' for r in kept))
+  for n in names:
+    storage.rmtree(os.path.join(workdir, n))
+  print(f'rerunning {len(names)} point(s) from the start: {", ".join(names)}', flush=True)
 
 
 def record(workdir: str, p: dict, result: dict) -> dict:

@@ -10,9 +10,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
-import signal
 import sys
-import threading
 import time
 
 import jax
@@ -22,7 +20,8 @@ from flax import nnx
 
 from seqlab import models
 from seqlab.data import tasks
-from seqlab.infra import checkpoint, sharding, writer
+from seqlab.infra import checkpoint, preemption, sharding, writer
+from seqlab.progress import Progress
 
 Array = jax.Array
 
@@ -134,11 +133,6 @@ def evaluate(compiled, params, task, config, seq_len, seed) -> dict:
 
 
 # ------------------------------------------------------------------------------- loop
-def _fmt_time(s: float) -> str:
-  s = int(max(s, 0))
-  return f'{s // 3600:d}:{s % 3600 // 60:02d}:{s % 60:02d}'
-
-
 def _none_if_nan(x):
   return None if x is None or not math.isfinite(x) else float(x)
 
@@ -190,9 +184,8 @@ def train(config, workdir: str, *, verbose: bool = True, return_params: bool = F
   # Dispatch step s, then read step s-1's metrics: the host never waits on the
   # device just to log, so data for the next step is made while this one runs.
   pending = None
-  t_last, steps_since = time.time(), 0
-  tokens_per_s = float('nan')
   first_step = int(jax.device_get(state['step']))
+  progress = Progress(tc.steps, first_step, tokens_per_step, say)
   diverged = None  # (step, quantity) of the first non-finite update
   skip = int(tc.get('skip_nonfinite', 0))
 
@@ -200,36 +193,42 @@ def train(config, workdir: str, *, verbose: bool = True, return_params: bool = F
     loss = evaluate(compiled, params, task, config, seq_len, seed)['loss']
     return {'eval_loss': loss} if math.isfinite(loss) else None
 
-  with _Preemption() as preemption:
+  def log_pending():
+    return _log_step(log, say, *pending, chance, progress, tc, skip)
+
+  with preemption.Preemption(notice=print if writer.is_writer() else say) as stop:
     for step in range(first_step, tc.steps):
       state, metrics = compiled.train_step(state, batch_at(step))
+      if step == first_step:
+        progress.compiled()
       if pending is not None:
-        diverged = _log_step(log, say, *pending, chance, tokens_per_s, tc, t_start, skip)
+        diverged = log_pending()
         if diverged:
           break
       pending = (step, metrics)
-      steps_since += 1
       if (step + 1) % tc.log_every == 0 or step + 1 == tc.steps:
         jax.block_until_ready(metrics['loss'])
-        now = time.time()
-        tokens_per_s = steps_since * tokens_per_step / (now - t_last)
-        t_last, steps_since = now, 0
-      if ckpt.should_save(step + 1) or preemption.requested:
+        progress.measured(step + 1)
+      if ckpt.should_save(step + 1) or stop.requested:
         # Only a state whose update was finite is saved: log (and check) it first.
-        diverged = _log_step(log, say, *pending, chance, tokens_per_s, tc, t_start, skip)
+        diverged = log_pending()
         pending = None
         if diverged:
           break
         log.flush()  # a bucket's metrics.jsonl is rewritten, not appended: keep it up to date
         ckpt.save(step + 1, state, val_loss(state['params']))
-        if preemption.requested:
+        if stop.requested:
           log.close()
           ckpt.close()
-          say(f'{tag} SIGTERM: saved checkpoint at step {step + 1}; run the same command '
-              f'to resume', flush=True)
-          sys.exit(0)
+          line = (f'{tag} {stop.name}: saved checkpoint at step {step + 1}; run the same '
+                  f'command to resume')
+          if stop.exit_status():  # Ctrl-C: the one line on stderr
+            print(f'interrupted: {line}', file=sys.stderr, flush=True)
+          else:
+            say(line, flush=True)
+          sys.exit(stop.exit_status())
     if pending is not None and not diverged:
-      diverged = _log_step(log, say, *pending, chance, tokens_per_s, tc, t_start, skip)
+      diverged = log_pending()
 
   if diverged:
     last_good = ckpt.latest_step()
@@ -253,7 +252,8 @@ def train(config, workdir: str, *, verbose: bool = True, return_params: bool = F
       'chance_loss': chance, 'wall_s': time.time() - t_start,
       'majority_accuracy': (task.majority_accuracy(seq_len) if task.majority_accuracy
                             else None),
-      'tokens_per_s': _none_if_nan(tokens_per_s),
+      'tokens_per_s': _none_if_nan(progress.tokens_per_s),
+      'compile_s': progress.compile_s,
       'diverged_at_step': diverged[0] if diverged else None,
   }
   if not diverged:
@@ -266,31 +266,13 @@ def train(config, workdir: str, *, verbose: bool = True, return_params: bool = F
   return result
 
 
-class _Preemption:
-  """SIGTERM (the preemption notice on TPU VMs and most schedulers) only sets a flag;
-  the loop saves at the next step boundary and exits 0."""
-
-  def __enter__(self):
-    self.requested, self._old = False, None
-    if threading.current_thread() is threading.main_thread():
-      self._old = signal.signal(signal.SIGTERM, self._request)
-    return self
-
-  def _request(self, signum, frame):
-    self.requested = True
-
-  def __exit__(self, *exc):
-    if self._old is not None:
-      signal.signal(signal.SIGTERM, self._old)
-
-
-def _log_step(log, say, step, metrics, chance, tokens_per_s, tc, t_start, skip=0):
+def _log_step(log, say, step, metrics, chance, progress, tc, skip=0):
   """Writes step's metrics; returns (step, quantity) when its update was not finite.
   With skip_nonfinite > 0 a skipped bad update is not a divergence; a non-finite
   parameter (more than `skip` bad updates in a row) is."""
   m = {k: float(v) for k, v in jax.device_get(metrics).items()}
   m['chance_loss'] = chance
-  m['tokens_per_s'] = tokens_per_s
+  m['tokens_per_s'] = progress.tokens_per_s
   log.write(step + 1, m)
   bad = [q for q, ok in (('loss', math.isfinite(m['loss'])),
                          ('gradient norm', math.isfinite(m['grad_norm'])),
@@ -300,9 +282,6 @@ def _log_step(log, say, step, metrics, chance, tokens_per_s, tc, t_start, skip=0
   if bad:
     return step + 1, ' and '.join(bad)
   if (step + 1) % tc.log_every == 0 or step + 1 == tc.steps:
-    elapsed = time.time() - t_start
-    eta = elapsed / (step + 1) * (tc.steps - step - 1)
     acc = '' if not math.isfinite(m['accuracy']) else f' acc {m["accuracy"]:.3f}'
     say(f'  step {step + 1:>6}/{tc.steps} loss {m["loss"]:.4f} (chance {chance:.4f}){acc} '
-        f'|g| {m["grad_norm"]:.3g} {tokens_per_s:,.0f} tok/s  '
-        f'elapsed {_fmt_time(elapsed)} left {_fmt_time(eta)}', flush=True)
+        f'|g| {m["grad_norm"]:.3g} {progress.line(step + 1)}', flush=True)

@@ -55,7 +55,10 @@ def abstract(state):
 class CheckpointManager:
   """Every `every` steps (should_save), at the end and on preemption: save(step, state)."""
 
-  def __init__(self, directory: str, every: int, keep: int = 2, *, log=print):
+  def __init__(self, directory: str, every: int, keep: int = 2, *, log=print,
+               read_only: bool = False):
+    """read_only: only restore (seqlab.evaluate): nothing in `directory` is created,
+    cleaned up or deleted, so a run writing there at the same time is not disturbed."""
     self.directory = storage.abspath(directory)  # a local path or gs://bucket/path
     self.every = int(every)
     self._log = log
@@ -66,9 +69,10 @@ class CheckpointManager:
                                   keep_checkpoints_without_metrics=False),
     ])
     options = ocp.CheckpointManagerOptions(
-        preservation_policy=policy, cleanup_tmp_directories=True,
-        enable_async_checkpointing=False, create=True)
-    self._remove_partial_saves()
+        preservation_policy=policy, cleanup_tmp_directories=not read_only,
+        enable_async_checkpointing=False, create=not read_only, read_only=read_only)
+    if not read_only:
+      self._remove_partial_saves()
     self._mgr = ocp.CheckpointManager(self.directory, options=options)
 
   def _remove_partial_saves(self) -> None:
@@ -118,6 +122,10 @@ class CheckpointManager:
         self._log(f'checkpoint step {step} in {self.directory} does not restore '
                   f'({type(e).__name__}: {why}); trying an older one', file=sys.stderr)
     return None
+
+  def restore(self, step: int, abstract_state):
+    """The state saved at `step` (one of all_steps())."""
+    return self._mgr.restore(int(step), args=ocp.args.StandardRestore(abstract_state))
 
   def close(self) -> None:
     self._mgr.close()

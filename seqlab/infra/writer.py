@@ -64,6 +64,7 @@ def write_text_atomic(path: str, text: str) -> None:
   os.makedirs(d, exist_ok=True)
   fd, tmp = tempfile.mkstemp(dir=d, prefix='.tmp-', suffix=os.path.basename(path))
   try:
+    os.fchmod(fd, 0o666 & ~_umask())  # mkstemp makes 0600; a results file follows the umask
     with os.fdopen(fd, 'w') as f:
       f.write(text)
       f.flush()
@@ -75,6 +76,13 @@ def write_text_atomic(path: str, text: str) -> None:
     if isinstance(e, OSError) and not isinstance(e, WriteError):
       raise _write_error(path, e) from None
     raise
+
+
+def _umask() -> int:
+  """The process's umask (read by setting it, so set it straight back)."""
+  mask = os.umask(0o022)
+  os.umask(mask)
+  return mask
 
 
 def write_json(path: str, obj) -> None:
