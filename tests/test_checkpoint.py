@@ -4,6 +4,7 @@ import os
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 from jax.sharding import NamedSharding, PartitionSpec as P
 
 from seqlab.infra import checkpoint
@@ -37,6 +38,9 @@ def test_keeps_last_k_and_best(tmp_path):
   for step, loss in [(1, 0.5), (2, 0.1), (3, 0.4), (4, 0.3), (5, 0.6)]:
     ckpt.save(step, _state(mesh, step), {'eval_loss': loss})
   assert ckpt.all_steps() == [2, 4, 5]  # best (0.1 at step 2) and the last two
+  assert ckpt.best_step() == 2            # the lowest eval_loss, not the latest step
+  ckpt.save(6, _state(mesh, 6), None)     # a save without metrics is never the best
+  assert ckpt.best_step() == 2
   assert checkpoint.CheckpointManager(str(tmp_path / 'd'), every=2).should_save(4)
   assert not checkpoint.CheckpointManager(str(tmp_path / 'd'), every=2).should_save(3)
   ckpt.close()
@@ -65,4 +69,50 @@ def test_damaged_latest_falls_back_and_tmp_dirs_are_removed(tmp_path):
   np.testing.assert_array_equal(state['params']['w'], np.arange(16.0))
   assert 'removed a partially written checkpoint 3.orbax-checkpoint-tmp-123' in notes[0]
   assert len(notes) == 2 and 'step 2' in notes[1]
+  ckpt.close()
+
+
+def test_training_saves_each_checkpoint_with_its_own_held_out_loss(tmp_path, monkeypatch):
+  """The 'best' checkpoint is best only if every save is given the held-out loss of the
+  parameters it saves: recompute that loss here from the saved parameters (the model
+  and the EVAL batches, no train.evaluate) and check best_step is its argmin."""
+  from flax import nnx
+
+  from experiments import long_range
+  from seqlab import models, train
+  from seqlab.data import tasks
+
+  saved = []
+  save = checkpoint.CheckpointManager.save
+
+  def spy(self, step, state, metrics=None):
+    saved.append((step, jax.device_get(state['params']), metrics))
+    return save(self, step, state, metrics)
+
+  monkeypatch.setattr(checkpoint.CheckpointManager, 'save', spy)
+  c = long_range.get_config()
+  with c.unlocked():
+    c.num_devices = 1
+    c.model.name, c.model.hidden, c.task.seq_len = 'gru', 8, 8
+    c.train.update(steps=12, batch_size=8, checkpoint_every=3, keep_checkpoints=1,
+                   eval_batches=2, log_every=3, lr=3.0, warmup_steps=1)
+  train.train(c, str(tmp_path), verbose=False)
+  task = tasks.build(c.task)
+  cfg = train.model_config(c, task, 8)
+  graphdef, _ = nnx.split(models.build(cfg, 0), nnx.Param)
+  losses = {}
+  for step, params, metrics in saved:
+    model = nnx.merge(graphdef, params)
+    want = np.mean([float(np.mean((np.asarray(model(b['inputs']))[:, 0] - b['targets']) ** 2))
+                    for b in (task.batch(int(c.seed), i, 8, 8, split=tasks.EVAL)
+                              for i in range(2))])
+    assert metrics is not None and set(metrics) == {'eval_loss'}
+    assert float(metrics['eval_loss']) == pytest.approx(want, rel=1e-4), step
+    losses[step] = want
+  assert sorted(losses) == [3, 6, 9, 12]
+  assert len(set(round(v, 6) for v in losses.values())) == 4     # the loss moved
+  ckpt = checkpoint.CheckpointManager(str(tmp_path / 'checkpoints'), every=0)
+  best = min(losses, key=losses.get)
+  assert ckpt.best_step() == best
+  assert ckpt.all_steps() == sorted({best, 12})   # keep=1: the last and the best
   ckpt.close()

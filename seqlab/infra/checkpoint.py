@@ -68,8 +68,10 @@ class CheckpointManager:
         checkpoint_managers.BestN(get_metric_fn=lambda m: m['eval_loss'], reverse=True, n=1,
                                   keep_checkpoints_without_metrics=False),
     ])
+    # best_fn makes best_step() the lowest eval_loss; without it orbax returns the latest.
     options = ocp.CheckpointManagerOptions(
-        preservation_policy=policy, cleanup_tmp_directories=not read_only,
+        preservation_policy=policy, best_fn=lambda m: m['eval_loss'], best_mode='min',
+        cleanup_tmp_directories=not read_only,
         enable_async_checkpointing=False, create=not read_only, read_only=read_only)
     if not read_only:
       self._remove_partial_saves()
