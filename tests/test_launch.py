@@ -1,4 +1,5 @@
-"""The launcher: bad input is one line on stderr, exit status 2, nothing written."""
+"""The launcher: bad input is one line on stderr, exit status 2, nothing written; --list,
+--print_config, --only_check_args, --rerun; the progress line."""
 import json
 import os
 import subprocess
@@ -9,8 +10,8 @@ import pytest
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def launch(*args, cwd):
-  env = dict(os.environ, XLA_FLAGS='', JAX_PLATFORMS='cpu')
+def launch(*args, cwd, **env_extra):
+  env = dict(os.environ, XLA_FLAGS='', JAX_PLATFORMS='cpu', **env_extra)
   return subprocess.run([sys.executable, os.path.join(ROOT, 'launch.py'), *args], cwd=cwd,
                         capture_output=True, text=True, env=env, timeout=300)
 
@@ -23,6 +24,20 @@ def launch(*args, cwd):
     (['--config.train.batch_size=7', '--config.num_devices=2'], ['batch_size=7', 'multiple of 2']),
     (['--config.model.nope=3'], ['unknown config key config.model.nope', 'hidden']),
     (['--config=experiments/nope.py'], ['not found', 'experiments/long_range.py']),
+    (['--config.train.lr=nan'], ['config.train.lr=nan is not allowed', 'finite and > 0']),
+    (['--config.train.lr=-0.01'], ['config.train.lr=-0.01', 'a number, finite and > 0']),
+    (['--config.train.steps=abc'], ['config.train.steps takes an integer', "not 'abc'"]),
+    (['--config.train.warmup_steps=-1'], ['warmup_steps=-1', 'an integer, >= 0']),
+    (['--config.train.clip_norm=inf'], ['clip_norm=inf', 'finite and >= 0']),
+    (['--config.train.final_lr_fraction=2'], ['final_lr_fraction=2.0', 'in [0, 1]']),
+    (['--config.model.hidden=0'], ['model.hidden=0', '> 0']),
+    (['--config.task.seq_len=16'], ['--config.task.seq_len=16 would be ignored', '--seq_lens=16']),
+    (['--config.model.name=gru'], ['sweep.models', '--models=gru']),
+    (['--config.task.name=copy'], ['sweep.tasks', '--tasks=copy']),
+    (['--config.seed=3'], ['sweep.seeds', '--seeds=3']),
+    (['--tpu=x'], ['--tpu=x needs --zone']),
+    (['--models=foo', '--only_check_args'], ["unknown model 'foo'"]),
+    (['--rerun=lstm-*'], ['--rerun=lstm-*: no finished point', 'finished: none']),
 ])
 def test_bad_input_is_one_line_exit_2_nothing_written(args, words, tmp_path):
   p = launch('--config=experiments/long_range.py', *args, f'--workdir={tmp_path}/w', cwd=tmp_path)
@@ -34,9 +49,103 @@ def test_bad_input_is_one_line_exit_2_nothing_written(args, words, tmp_path):
   assert not os.path.exists(tmp_path / 'w')
 
 
+def test_path_beside_a_dataset_is_an_error(tmp_path):
+  (tmp_path / 'notes.txt').write_text('some notes\n' * 100)
+  p = launch('--config=experiments/text.py', '--config.task.path=notes.txt', '--models=lstm',
+             f'--workdir={tmp_path}/w', cwd=tmp_path)
+  assert p.returncode == 2 and p.stderr.strip().splitlines() == [
+      "error: task.path='notes.txt' is not read while task.dataset='stdlib'; add "
+      "--config.task.dataset= (empty) to read the file, or drop task.path"], p.stderr
+  assert not os.path.exists(tmp_path / 'w')
+
+
+def test_hub_without_network_is_one_line(tmp_path):
+  # A closed local port stands in for a Hub that cannot be reached.
+  p = launch('--config=experiments/text.py', '--config.task.dataset=karpathy/tiny_shakespeare',
+             '--models=lstm', f'--workdir={tmp_path}/w', cwd=tmp_path,
+             HF_ENDPOINT='http://127.0.0.1:9', HF_DATASETS_OFFLINE='0', HF_HUB_OFFLINE='0')
+  assert p.returncode == 2, p.stderr
+  (line,) = p.stderr.strip().splitlines()
+  assert 'did not answer within 3s' in line and 'task.path' in line
+  assert not os.path.exists(tmp_path / 'w')
+
+
+@pytest.mark.parametrize('kind', ['file', 'under_a_file', 'not_writable'])
+def test_workdir_problems_are_one_line(kind, tmp_path):
+  (tmp_path / 'f').write_text('x')
+  workdir = {'file': tmp_path / 'f', 'under_a_file': tmp_path / 'f' / 'w',
+             'not_writable': tmp_path / 'ro' / 'w'}[kind]
+  if kind == 'not_writable':
+    if os.geteuid() == 0:
+      pytest.skip('root may write anywhere (tests/test_failures.py simulates it)')
+    (tmp_path / 'ro').mkdir(mode=0o500)
+  p = launch('--config=experiments/long_range.py', '--models=rnn', f'--workdir={workdir}',
+             cwd=tmp_path)
+  assert p.returncode == 2, p.stderr
+  (line,) = p.stderr.strip().splitlines()
+  assert line.startswith('error: workdir ') and str(workdir) in line
+  assert sorted(os.listdir(tmp_path)) == sorted(['f'] + (['ro'] if kind == 'not_writable' else []))
+
+
+def test_redraw_only_with_nothing_run(tmp_path):
+  p = launch('--config=experiments/report.py', '--config.redraw_only=True',
+             f'--workdir={tmp_path}/w', cwd=tmp_path)
+  assert p.returncode == 2 and p.stderr.strip().splitlines() == [
+      f'error: nothing to report: no study in {tmp_path}/w has results; run without '
+      f'--config.redraw_only=True first'], p.stderr
+  assert not os.path.exists(tmp_path / 'w')
+
+
+def test_list_print_config_and_check_only_write_nothing(tmp_path):
+  p = launch('--config=experiments/long_range.py', '--list', cwd=tmp_path)
+  assert p.returncode == 0 and not p.stderr, p.stderr
+  for words in ('long_range', 'grad_flow', 'report', 'lstm', 'kernels: fused', 'adding',
+                'charlm', 'train.lr', 'peak learning rate', 'sweep.seq_lens'):
+    assert words in p.stdout, words
+  p = launch('--config=experiments/long_range.py', '--print_config', '--models=gru',
+             '--config.train.lr=0.01', cwd=tmp_path)
+  assert p.returncode == 0 and not p.stderr, p.stderr
+  assert 'lr: 0.01' in p.stdout and '- gru' in p.stdout
+  p = launch('--config=experiments/long_range.py', '--only_check_args', '--models=gru',
+             cwd=tmp_path)
+  assert p.returncode == 0 and 'every check passed' in p.stdout and not p.stderr, p.stderr
+  assert os.listdir(tmp_path) == []
+
+
+TINY = ['--config=experiments/long_range.py', '--tasks=adding', '--seq_lens=10', '--seeds=0',
+        '--config.num_devices=1', '--config.model.hidden=8', '--config.train.batch_size=8',
+        '--config.train.eval_batches=1', '--config.train.log_every=10',
+        '--config.train.steps=20', '--config.train.checkpoint_every=10']
+
+
+def test_rerun_runs_chosen_points_again_and_keeps_the_rest(tmp_path):
+  w = tmp_path / 'w'
+  p = launch(*TINY, '--models=rnn,gru', f'--workdir={w}', cwd=tmp_path)
+  assert p.returncode == 0, p.stderr
+  # the progress line: compile time once per point, then steady-state tok/s and time left
+  assert p.stdout.count('compiled and dispatched step 1 in') == 2
+  assert 'tok/s  elapsed' in p.stdout and ' left 0:00:' in p.stdout
+  rows = {r['point']: r for r in map(json.loads, open(w / 'results.jsonl'))}
+  rnn_dir = os.listdir(w / 'rnn-adding-T10-s0')
+  p = launch(*TINY, '--models=rnn,gru', '--rerun=gru-*', f'--workdir={w}', cwd=tmp_path)
+  assert p.returncode == 0, p.stderr
+  assert 'rerunning 1 point(s) from the start: gru-adding-T10-s0' in p.stdout
+  assert '[rnn-adding-T10-s0] already finished; skipping' in p.stdout
+  assert 'resuming' not in p.stdout   # gru trained from step 0
+  again = {r['point']: r for r in map(json.loads, open(w / 'results.jsonl'))}
+  assert again['rnn-adding-T10-s0'] == rows['rnn-adding-T10-s0']
+  assert os.listdir(w / 'rnn-adding-T10-s0') == rnn_dir
+  assert again['gru-adding-T10-s0']['final_loss'] == rows['gru-adding-T10-s0']['final_loss']
+  p = launch(*TINY, '--models=rnn,gru', '--rerun=lstm-*', f'--workdir={w}', cwd=tmp_path)
+  assert p.returncode == 2 and p.stderr.strip().splitlines() == [
+      f'error: --rerun=lstm-*: no finished point of {w} matches; finished: rnn-adding-T10-s0, '
+      f'gru-adding-T10-s0 (or diverged)'], p.stderr
+
+
 def test_help_lists_the_sweep_flags(tmp_path):
   p = launch('--help', cwd=tmp_path)  # absl exits 1 after printing help
-  for flag in ('--config', '--workdir', '--models', '--tasks', '--seq_lens', '--seeds'):
+  for flag in ('--config', '--workdir', '--models', '--tasks', '--seq_lens', '--seeds',
+               '--list', '--print_config', '--rerun', '--evaluate', '--checkpoint'):
     assert flag in p.stdout
 
 
@@ -57,5 +166,6 @@ def test_cpu_devices_makes_the_devices_a_split_model_runs_on(tmp_path):
   p = launch('--config=experiments/throughput.py', '--config.cpu_devices=-1',
              f'--workdir={tmp_path}/w2', cwd=tmp_path)
   assert p.returncode == 2 and p.stderr.strip().splitlines() == [
-      "error: config.cpu_devices=-1 must be >= 0 (0: jax's default of one)"], p.stderr
+      "error: config.cpu_devices=-1 is not allowed: it must be an integer, >= 0 (0: jax's "
+      "default of one)"], p.stderr
   assert not os.path.exists(tmp_path / 'w2')

@@ -85,6 +85,10 @@ def load_hub(dataset: str, config_name: str | None, split: str):
   if _offline():
     raise OSError(f'task.dataset={dataset!r} needs the network but HF_DATASETS_OFFLINE is set; '
                   + hint)
+  if not hub_reachable():  # else `datasets` retries for half a minute before failing
+    raise OSError(f'cannot load task.dataset={dataset!r}: the Hub ({hub_endpoint()}) did not '
+                  f'answer within {HUB_PROBE_S:g}s; ' + hint + ' (a dataset already in your '
+                  f'cache loads with HF_DATASETS_OFFLINE=1)')
   try:
     return datasets.load_dataset(dataset, config_name or None, split=split)
   except (ConnectionError, TimeoutError, OSError) as e:
@@ -92,6 +96,37 @@ def load_hub(dataset: str, config_name: str | None, split: str):
                   f'{type(e).__name__}; ' + hint) from None
   except ValueError as e:  # unknown split/config: datasets lists the allowed ones
     raise ValueError(f'task.dataset={dataset!r}: {str(e).splitlines()[0]}') from None
+
+
+HUB_PROBE_S = 3.0   # seconds to wait for the Hub's TCP port before calling it unreachable
+
+
+def hub_endpoint() -> str:
+  return os.environ.get('HF_ENDPOINT', 'https://huggingface.co').rstrip('/')
+
+
+def hub_reachable(timeout_s: float = HUB_PROBE_S) -> bool:
+  """Whether the Hub's host accepts a TCP connection (through HTTPS_PROXY when set,
+  whose host is then the one asked)."""
+  import socket
+  import threading
+  import urllib.parse
+  proxy = os.environ.get('HTTPS_PROXY') or os.environ.get('https_proxy')
+  url = urllib.parse.urlsplit(proxy or hub_endpoint())
+  port = url.port or (443 if url.scheme == 'https' else 80)
+  answered = []
+
+  def probe():  # in a thread: a name lookup is not bounded by the socket's timeout
+    try:
+      socket.create_connection((url.hostname, port), timeout=timeout_s).close()
+      answered.append(True)
+    except OSError:
+      pass
+
+  t = threading.Thread(target=probe, daemon=True)
+  t.start()
+  t.join(timeout_s)
+  return bool(answered)
 
 
 def stdlib_files() -> list[str]:

@@ -39,7 +39,11 @@ class _QuietOrbax(logging.Filter):
   app.run); keep its warnings and errors, drop the rest."""
 
   def filter(self, record):
-    return record.levelno >= logging.WARNING or '/orbax/' not in record.pathname
+    if '/orbax/' not in record.pathname:
+      return True
+    # A read-only manager (seqlab.evaluate) is asked for on purpose: no warning about it.
+    return record.levelno >= logging.WARNING and 'read only' not in record.getMessage() \
+        and 'read_only=True' not in record.getMessage()
 
 
 absl_logging.get_absl_handler().addFilter(_QuietOrbax())

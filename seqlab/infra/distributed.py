@@ -13,19 +13,19 @@ Three ways to start:
   - a TPU VM pod slice (`launch.py --distributed`, which tpu_launch passes): JAX finds the
     coordinator, the process count and this process's id from the TPU metadata;
   - any other cluster: `--coordinator_address=HOST:PORT --num_processes=N
-    --process_id=I` on each host (I = 0..N-1; process 0 runs the coordinator on PORT
-    and a check-in on PORT+1, so both must be reachable).
+    --process_id=I` on each host (I = 0..N-1; process 0 runs jax's coordination
+    service on PORT, the one port that must be reachable).
 
-A host that never comes up must not hang the others for ever: initialize waits at
-most `timeout_s` seconds and then raises; `connect` turns that into one line and
-exit status 1.
+A host that never comes up must not hang the others for ever: jax's coordination
+service waits at most `timeout_s` seconds for every process to register, then this
+process raises; `connect` turns that into one line and exit status 1.
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
-import socket
+import os
 import sys
-import time
 
 import jax
 
@@ -84,73 +84,52 @@ def initialize(spec: ClusterSpec) -> bool:
                 # others (which then exit with an error instead of waiting in a collective).
                 heartbeat_timeout_seconds=max(10, min(100, int(spec.timeout_s))))
   if spec.explicit:
-    # jax's own wait for a missing process ends in a C++ abort (a page of stack trace),
-    # not an exception: meet on PORT+1 first, so a missing host is one clear line.
-    rendezvous(spec)
     kwargs.update(coordinator_address=spec.coordinator_address,
                   num_processes=spec.num_processes, process_id=spec.process_id)
   try:
-    jax.distributed.initialize(**kwargs)
+    with _errors_raise():
+      jax.distributed.initialize(**kwargs)
   except Exception as e:  # XlaRuntimeError / RuntimeError / ValueError depending on the cause
-    why = ' '.join(str(e).split())[:300] or type(e).__name__
-    where = (f'coordinator {spec.coordinator_address}, {spec.num_processes} processes, '
-             f'this is process {spec.process_id}' if spec.explicit else 'auto-detected cluster')
-    raise DistributedError(
-        f'jax.distributed.initialize failed ({where}) within {spec.timeout_s}s: {why}. '
-        f'Check that every host runs the same command and can reach the coordinator') from None
+    raise DistributedError(_why(spec, e)) from None
   return True
 
 
-def rendezvous(spec: ClusterSpec) -> None:
-  """Every process checks in with process 0 on the coordinator's PORT+1 (plain TCP)
-  within spec.timeout_s; process 0 answers 'go' once all have. Raises
-  DistributedError naming the processes that did not come."""
-  host, _, port = spec.coordinator_address.rpartition(':')
-  address = (host, int(port) + 1)
-  deadline = time.monotonic() + spec.timeout_s
+def _why(spec: ClusterSpec, e: Exception) -> str:
+  """One line: who did not join, from where this process stands."""
+  if not spec.explicit:
+    why = ' '.join(str(e).split())[:300] or type(e).__name__
+    return (f'jax.distributed.initialize failed (auto-detected cluster) within '
+            f'{spec.timeout_s}s: {why}. Check that every host runs the same command')
   n, me = spec.num_processes, spec.process_id
-  if n == 1:
-    return
   if me == 0:
-    server = socket.create_server(('', address[1]), reuse_port=False)
-    joined = {}
-    try:
-      while len(joined) < n - 1:
-        server.settimeout(max(deadline - time.monotonic(), 0.01))
-        try:
-          conn, _ = server.accept()
-        except (socket.timeout, TimeoutError):
-          missing = sorted(set(range(1, n)) - set(joined))
-          raise DistributedError(
-              f'process(es) {", ".join(map(str, missing))} of {n} did not join the coordinator '
-              f'{spec.coordinator_address} within {spec.timeout_s}s (--distributed_timeout); '
-              f'start the same command on every host with its own --process_id') from None
-        conn.settimeout(5)
-        try:
-          joined[int(conn.recv(16).decode() or -1)] = conn
-        except (OSError, ValueError):
-          conn.close()
-      for conn in joined.values():
-        conn.sendall(b'go')
-        conn.close()
-    finally:
-      server.close()
-    return
-  while True:
-    try:
-      with socket.create_connection(address, timeout=2) as conn:
-        conn.sendall(str(me).encode())
-        conn.settimeout(max(deadline - time.monotonic(), 0.01))
-        if conn.recv(2) == b'go':
-          return
-    except OSError:
-      pass
-    if time.monotonic() > deadline:
-      raise DistributedError(
-          f'process {me} of {n} could not meet process 0 at {host}:{address[1]} '
-          f'(--coordinator_address port + 1) within {spec.timeout_s}s (--distributed_timeout); '
-          f'is process 0 running and the address reachable?')
-    time.sleep(0.2)
+    others = ', '.join(map(str, range(1, n))) if n <= 9 else f'1..{n - 1}'
+    who = f'process(es) {others} of {n}' if n == 2 else f'some of process(es) {others} of {n}'
+    return (f'{who} did not join the coordinator {spec.coordinator_address} within '
+            f'{spec.timeout_s}s (--distributed_timeout); start the same command on every host '
+            f'with its own --process_id')
+  return (f'process {me} of {n} could not join process 0 at {spec.coordinator_address} within '
+          f'{spec.timeout_s}s (--distributed_timeout); is process 0 running, every other process '
+          f'started and the address reachable?')
+
+
+@contextlib.contextmanager
+def _errors_raise():
+  """jax's coordination client aborts the whole process (a C++ check failure and a page of
+  stack) when registration times out, unless it is given a callback for that error: give
+  it one, so connect() raises and the error can be one line."""
+  from jax._src import distributed as jax_distributed
+  lib = jax_distributed._jax
+  make_client = lib.get_distributed_runtime_client
+
+  def client(*args, **kwargs):
+    kwargs.setdefault('missed_heartbeat_callback', lambda *a: None)
+    return make_client(*args, **kwargs)
+
+  lib.get_distributed_runtime_client = client
+  try:
+    yield
+  finally:
+    lib.get_distributed_runtime_client = make_client
 
 
 def connect(spec: ClusterSpec) -> bool:
@@ -159,7 +138,8 @@ def connect(spec: ClusterSpec) -> bool:
     return initialize(spec)
   except DistributedError as e:
     print(f'error: {e}', file=sys.stderr, flush=True)
-    sys.exit(1)
+    # Not sys.exit: jax's exit hook would shut the failed client down and log a page.
+    os._exit(1)
 
 
 def describe() -> str:

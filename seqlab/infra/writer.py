@@ -124,7 +124,12 @@ def append_jsonl_atomic(path: str, row: dict) -> None:
   readers see the old file or the new one, never a torn line."""
   old = storage.read_text(path) if storage.exists(path) else ''
   if old and not old.endswith('\n'):
-    old += '\n'
+    head, last = old[:old.rfind('\n') + 1], old[old.rfind('\n') + 1:]
+    try:
+      json.loads(last)
+      old += '\n'
+    except json.JSONDecodeError:  # a torn last line (a killed writer's): drop it
+      old = head
   write_text_atomic(path, old + json.dumps(to_jsonable(row), sort_keys=True) + '\n')
 
 

@@ -95,7 +95,10 @@ def table(rows: list[dict]) -> str:
       steps = [r['steps_to_solve'] for r in rs if r.get('steps_to_solve') is not None]
       txt += f' ({solved}/{len(rs)} solved'
       txt += f' in ~{int(np.median(steps))} steps' if steps else ''
-      txt += f', {div} diverged)' if div else ')'
+      steps_div = sorted(r['diverged_at_step'] for r in rs
+                         if r.get('diverged_at_step') is not None)
+      txt += (f', {div} diverged' + (f' at step {", ".join(map(str, steps_div))}'
+                                     if steps_div else '') + ')') if div else ')'
       cells.append(txt)
     lines.append(f'| {task} | {t} | {chance:.3g} | ' + ' | '.join(cells) + ' |')
   return '\n'.join(lines)
