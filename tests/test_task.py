@@ -87,8 +87,8 @@ def test_batch_dispatch_uses_seed_split_step():
                                     0, 2 ** 31, size=(2, 4)))
   t = dataclasses.replace(t, batch_fn=lambda *a: seen.append(a) or {})
   t.batch(3, 5, 2, 4, split=tasks.EVAL)
-  assert seen == [(3, 5, 2, 4, tasks.EVAL)]
-  assert t.batch.__defaults__ == (tasks.TRAIN,)
+  t.batch(3, 5, 2, 4)                       # the training split unless told
+  assert seen == [(3, 5, 2, 4, tasks.EVAL), (3, 5, 2, 4, tasks.TRAIN)]
   assert tasks.TRAIN != tasks.EVAL
 
 
