@@ -84,29 +84,44 @@ class MultiHeadAttention(nnx.Module):
     q, k, v = self.qkv(x_BxTxD)
     return self.project_out(ATTENTION_IMPLS[self.impl](q, k, v, causal))
 
-  # Decoding with a preallocated KV cache {'k', 'v': [B, S, N, K]}, S the longest context.
+  # Decoding with a preallocated KV cache {'k', 'v': [B, N, S, K]}, S the longest
+  # context. Heads before positions, so one new query attends over its head's keys as a
+  # batched matrix-vector product (a [B, S, N, K] cache made XLA transpose all of it at
+  # every step: 17x slower at B=32, S=2048 on a 2-core CPU, 501 against 30 ms).
   def init_cache(self, batch: int, max_len: int, dtype) -> dict:
     _, _, n, k = self.w_qkv.shape
-    return {'k': jnp.zeros((batch, max_len, n, k), dtype), 'v': jnp.zeros((batch, max_len, n, k), dtype)}
+    return {'k': jnp.zeros((batch, n, max_len, k), dtype),
+            'v': jnp.zeros((batch, n, max_len, k), dtype)}   # two buffers: both donated
+
+  @staticmethod
+  def _write(cache: dict, k_BxTxNxK: Array, v_BxTxNxK: Array, pos) -> dict:
+    """The keys and values of positions pos..pos+T-1 written into the cache."""
+    def put(buf, x):
+      return jax.lax.dynamic_update_slice(buf, x.transpose(0, 2, 1, 3).astype(buf.dtype),
+                                          (0, 0, pos, 0))
+    return {'k': put(cache['k'], k_BxTxNxK), 'v': put(cache['v'], v_BxTxNxK)}
 
   def prefill(self, x_BxTxD: Array, cache: dict):
     """Causal attention over a prompt at positions 0..T-1 (this layer's kernel), its keys
     and values written to the cache."""
     q, k, v = self.qkv(x_BxTxD)
-    cache = {'k': jax.lax.dynamic_update_slice(cache['k'], k.astype(cache['k'].dtype), (0, 0, 0, 0)),
-             'v': jax.lax.dynamic_update_slice(cache['v'], v.astype(cache['v'].dtype), (0, 0, 0, 0))}
-    return self.project_out(ATTENTION_IMPLS[self.impl](q, k, v, True)), cache
+    out = self.project_out(ATTENTION_IMPLS[self.impl](q, k, v, True))
+    return out, self._write(cache, k, v, 0)
 
   def decode(self, x_Bx1xD: Array, cache: dict, pos: Array):
     """One new position `pos`: its key and value written at pos, its query attending over
-    cached positions <= pos (the einsum of `attend`, the mask explicit). The work is
-    O(S) in the cache length, the prefix never re-run."""
+    cached positions <= pos: softmax(q k^T / sqrt(K)) v as in `attend`, softmax in
+    float32, the mask explicit. O(S) work, the prefix never re-run."""
     q, k, v = self.qkv(x_Bx1xD)
-    cache = {'k': jax.lax.dynamic_update_slice(cache['k'], k.astype(cache['k'].dtype), (0, pos, 0, 0)),
-             'v': jax.lax.dynamic_update_slice(cache['v'], v.astype(cache['v'].dtype), (0, pos, 0, 0))}
-    mask_1xS = (jnp.arange(cache['k'].shape[1]) <= pos)[None, :]
-    o_Bx1xNxK = jax.vmap(attend, in_axes=(0, 0, 0, None))(q, cache['k'], cache['v'], mask_1xS)
-    return self.project_out(o_Bx1xNxK), cache
+    cache = self._write(cache, k, v, pos)
+    q_BxNxK = q[:, 0]
+    logits_BxNxS = jnp.einsum('bnk,bnsk->bns', q_BxNxK, cache['k']).astype(jnp.float32)
+    logits_BxNxS = logits_BxNxS / math.sqrt(q_BxNxK.shape[-1])
+    mask_S = jnp.arange(cache['k'].shape[2]) <= pos
+    logits_BxNxS = jnp.where(mask_S, logits_BxNxS, jnp.finfo(jnp.float32).min)
+    weights_BxNxS = jax.nn.softmax(logits_BxNxS, axis=-1).astype(cache['v'].dtype)
+    o_BxNxK = jnp.einsum('bns,bnsk->bnk', weights_BxNxS, cache['v'])
+    return self.project_out(o_BxNxK[:, None]), cache
 
 
 class Block(nnx.Module):

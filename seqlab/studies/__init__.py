@@ -2,6 +2,16 @@
 seqlab/studies/study.py; a new study is a module here, one line below, and its config
 experiments/<NAME>.py. The launcher and the report find studies only through STUDIES.
 """
-from seqlab.studies import grad_flow, impulse, long_range, text, throughput
+from seqlab.studies import (generation, grad_flow, impulse, length_gen, long_range,
+                            recall_capacity, text, throughput)
 
-STUDIES = {s.NAME: s for s in (grad_flow, impulse, long_range, throughput, text)}
+STUDIES = {s.NAME: s for s in (
+    grad_flow,
+    impulse,
+    long_range,
+    throughput,
+    text,
+    generation,
+    length_gen,
+    recall_capacity,
+)}

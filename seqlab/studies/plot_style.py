@@ -53,6 +53,8 @@ def marker(model: str) -> str:
 
 
 def apply() -> None:
+  import logging
+  logging.getLogger('fontTools').setLevel(logging.WARNING)   # PDF font subsetting chatter
   plt.rcParams.update({
       'font.size': 8, 'axes.titlesize': 9, 'axes.labelsize': 8, 'legend.fontsize': 7,
       'xtick.labelsize': 7, 'ytick.labelsize': 7, 'lines.linewidth': 1.4,

@@ -157,7 +157,7 @@ def _slope(points) -> float:
 def claims(rows) -> list[study.Claim]:
   ok = [r for r in rows if r.get('status') == 'ok']
   out = []
-  slopes = {m: _slope(p) for m, p in _series(ok, 'step_ms').items() if len(p) >= 2}
+  slopes = {m: _slope(p) for m, p in series(ok, 'step_ms').items() if len(p) >= 2}
   rec = {m: v for m, v in slopes.items() if m.split(':')[0] in ('rnn', 'lstm', 'gru')}
   att = {m: v for m, v in slopes.items() if m.startswith('attention')}
   if rec and att:
@@ -180,7 +180,8 @@ def claims(rows) -> list[study.Claim]:
   return out
 
 
-def _series(rows, key):
+def series(rows, key):
+  """model -> [(T, value)] sorted by T, from the ok rows that have `key`."""
   out = {}
   for r in rows:
     if r.get('status') == 'ok' and r.get(key):
@@ -198,9 +199,11 @@ def fitted_slope(points) -> float:
   return float(np.polyfit(x, y, 1)[0])
 
 
-def crossover_t(rows, attention_model: str, lstm_model: str) -> float | None:
-  """The T (interpolated in log T) where attention's train tokens/s falls below the LSTM's."""
-  s = _series(rows, 'tokens_per_s_train')
+def crossover_t(rows, attention_model: str, lstm_model: str,
+                key: str = 'tokens_per_s_train') -> float | None:
+  """The T (interpolated in log T) where attention's tokens/s (`key`) falls below the
+  LSTM's."""
+  s = series(rows, key)
   a, l = dict(s.get(attention_model, [])), dict(s.get(lstm_model, []))
   ts = sorted(set(a) & set(l))
   prev = None
@@ -220,9 +223,7 @@ def _pick(models, prefs):
 
 
 def draw(workdir: str) -> list[str]:
-  import logging
   import matplotlib.pyplot as plt
-  logging.getLogger('fontTools').setLevel(logging.WARNING)   # PDF font subsetting chatter
   plot_style.apply()
   rows = writer.read_jsonl(os.path.join(workdir, 'results.jsonl'))
   if not any(r.get('status') == 'ok' for r in rows):
@@ -252,7 +253,7 @@ def draw(workdir: str) -> list[str]:
   fig.subplots_adjust(wspace=0.35)
   for ax, key, title in zip(axes, ['tokens_per_s_train', 'tokens_per_s_infer'],
                             ['train step', 'inference']):
-    for m, pts in sorted(_series(rows, key).items()):
+    for m, pts in sorted(series(rows, key).items()):
       ax.plot(*zip(*pts), label=m, **style(m))
     ax.set(xscale='log', yscale='log', xlabel='sequence length T', ylabel='tokens / s',
            title=title)
@@ -265,7 +266,7 @@ def draw(workdir: str) -> list[str]:
   axes[1].legend(**outside)
   paths += plot_style.save(fig, os.path.join(figdir, 'throughput_a'))
   fig, ax = plt.subplots(figsize=plot_style.COLUMN)
-  for m, pts in sorted(_series(rows, 'step_ms').items()):
+  for m, pts in sorted(series(rows, 'step_ms').items()):
     ax.plot(*zip(*pts), label=f'{m} (slope {fitted_slope(pts):.2f})', **style(m))
   if cross:
     ax.axvline(cross, color='k', linewidth=0.8, linestyle=':')
@@ -275,7 +276,7 @@ def draw(workdir: str) -> list[str]:
   ax.legend(**outside)
   paths += plot_style.save(fig, os.path.join(figdir, 'throughput_b'))
   fig, ax = plt.subplots(figsize=plot_style.COLUMN)
-  for m, pts in sorted(_series(rows, 'peak_memory_bytes').items()):
+  for m, pts in sorted(series(rows, 'peak_memory_bytes').items()):
     ax.plot([p[0] for p in pts], [p[1] / 2 ** 20 for p in pts], label=m, **style(m))
   ax.set(xscale='log', yscale='log', xlabel='sequence length T',
          ylabel='peak memory, train step (MiB)')
