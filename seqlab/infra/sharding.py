@@ -1,13 +1,12 @@
 """The device mesh and batch placement for data-parallel training.
 
-Mesh axes ('data', 'model'): the batch is split over 'data'; 'model' (size 1 unless
-asked for) is room for tensor parallelism, where a parameter's PartitionSpec would
-name it; today every parameter is replicated, so 'model' > 1 only repeats the same
-work. Axis types are Auto on purpose: `jax.make_mesh` defaults to Explicit, which
+One mesh axis, 'data': the batch is split over it and every parameter is replicated
+(data parallelism). Tensor parallelism would add a 'model' axis that parameters'
+PartitionSpecs name; nothing in seqlab needs one yet. Axis types are Auto on purpose: `jax.make_mesh` defaults to Explicit, which
 would make every intermediate's sharding part of its type; data parallelism needs
 only the inputs' and the state's shardings, stated once at the jit (train.compile_steps).
 
-Multi-host (seqlab/distributed.py): the mesh spans every process's devices, and each
+Multi-host (seqlab/infra/distributed.py): the mesh spans every process's devices, and each
 process supplies only its own rows of a batch (place_batch). The synthetic tasks make
 the global batch from (seed, split, step) with one numpy generator, and that is
 deliberate: a row's values depend on the whole draw, so making only some rows would
@@ -24,15 +23,11 @@ import numpy as np
 from jax.sharding import AxisType, NamedSharding, PartitionSpec as P
 
 
-def make_mesh(num_devices: int | None = None, model_parallel: int = 1) -> jax.sharding.Mesh:
-  """A ('data', 'model') mesh over the first num_devices devices (default: all, of all
-  processes), data = num_devices // model_parallel."""
+def make_mesh(num_devices: int | None = None) -> jax.sharding.Mesh:
+  """A ('data',) mesh over the first num_devices devices (default: all, of all
+  processes)."""
   n = num_devices or jax.device_count()
-  if model_parallel < 1 or n % model_parallel:
-    raise ValueError(f'model_parallel={model_parallel} must be >= 1 and divide the {n} '
-                     f'devices')
-  return jax.make_mesh((n // model_parallel, model_parallel), ('data', 'model'),
-                       axis_types=(AxisType.Auto, AxisType.Auto), devices=jax.devices()[:n])
+  return jax.make_mesh((n,), ('data',), axis_types=(AxisType.Auto,), devices=jax.devices()[:n])
 
 
 def replicated(mesh) -> NamedSharding:

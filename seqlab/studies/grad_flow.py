@@ -193,7 +193,7 @@ def _geo_band(curves):
     return np.exp(np.nanmean(np.log(a), 0)), np.nanmin(a, 0), np.nanmax(a, 0)
 
 
-def figure_a(rows, out_stem):
+def grad_flow_a(rows, out_stem):
   import matplotlib.pyplot as plt
   init_ts = sorted({r['seq_len'] for r in _select(rows, sweep='models', phase='init')})
   t_init = max([t for t in init_ts if t <= 256] or init_ts)
@@ -222,7 +222,7 @@ def figure_a(rows, out_stem):
   return plot_style.save(fig, out_stem)
 
 
-def figure_b(rows, out_stem):
+def grad_flow_b(rows, out_stem):
   import matplotlib.pyplot as plt
   sel = _select(rows, sweep='models', phase='init')
   fig, ax = plt.subplots(figsize=plot_style.COLUMN)
@@ -257,7 +257,7 @@ def training_curves(workdir):
   return out
 
 
-def figure_c(workdir, out_stem):
+def grad_flow_c(workdir, out_stem):
   import matplotlib.pyplot as plt
   curves = training_curves(workdir)
   if not curves:
@@ -277,7 +277,7 @@ def figure_c(workdir, out_stem):
   return plot_style.save(fig, out_stem)
 
 
-def figure_d(rows, out_stem):
+def grad_flow_d(rows, out_stem):
   import matplotlib.pyplot as plt
   sel = _select(rows, sweep='rho')
   if not sel:
@@ -387,8 +387,8 @@ def draw(workdir: str) -> list[str]:
   figs_dir = os.path.join(workdir, 'figures')
   figures = []
   if _select(rs, sweep='models'):
-    figures += figure_a(rs, os.path.join(figs_dir, 'grad_flow_a'))
-    figures += figure_b(rs, os.path.join(figs_dir, 'grad_flow_b'))
-  figures += figure_c(workdir, os.path.join(figs_dir, 'grad_flow_c'))
-  figures += figure_d(rs, os.path.join(figs_dir, 'grad_flow_d'))
+    figures += grad_flow_a(rs, os.path.join(figs_dir, 'grad_flow_a'))
+    figures += grad_flow_b(rs, os.path.join(figs_dir, 'grad_flow_b'))
+  figures += grad_flow_c(workdir, os.path.join(figs_dir, 'grad_flow_c'))
+  figures += grad_flow_d(rs, os.path.join(figs_dir, 'grad_flow_d'))
   return figures
