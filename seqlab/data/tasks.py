@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Callable
 
-from seqlab.data import synthetic, text_tasks
+from seqlab.data import mqar, synthetic, text_tasks
 from seqlab.data.task import EVAL, TRAIN, Task, loss_and_metrics, rng_for  # noqa: F401
 
 TASKS: dict[str, Task] = dict(synthetic.TASKS)
@@ -20,6 +20,7 @@ TASK_BUILDERS: dict[str, Callable[..., Task]] = {
     'charlm': text_tasks.charlm_task,
     'textclf': text_tasks.textclf_task,
     'listops': text_tasks.listops_task,
+    'mqar': mqar.mqar_task,
 }
 
 

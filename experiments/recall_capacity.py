@@ -1,0 +1,64 @@
+"""Associative-recall capacity: MQAR (Arora et al. 2023, "Zoology") over the number of
+key-value pairs and the model width, every model at its best learning rate.
+
+  python launch.py --config=experiments/recall_capacity.py:quick
+
+MEASURED_QUICK
+
+:full is Zoology's public setting (zoology/experiments/paper_configs/iclr24_zoology_figure2/
+configs.py and the generator zoology/data/multiquery_ar.py): vocabulary 8,192, 2 layers,
+widths 64 to 256, 4 to 64 pairs, query gaps ~ i^(0.01-1), no noise between queries, here at
+one sequence length T=256 (4P <= T for every P) and the lr grid {1e-3, 3e-3, 1e-2, 3e-2};
+Zoology trains 64 epochs of 100,000 sequences at batch 256-512, here 10,000 steps of 256
+(a GPU run: 300 points). Differences that remain: our transformer blocks have an MLP
+(Zoology's MQAR models have none) and the recurrent models are seqlab's (LSTM, GRU, LRU,
+minGRU) rather than Zoology's mixers. Expect attention to solve every cell and each
+recurrent model's accuracy to fall as pairs grow at a fixed width (Zoology, Fig. 2).
+
+Variants (table, heat maps and claims: seqlab/studies/recall_capacity.py):
+  :quick  scaled down for a 2-core CPU (part of experiments/report.py:quick): vocabulary
+          32 (not 8,192), T=16 (4 x the most pairs, not 64-256), pairs {2, 4} (not 4-64),
+          widths {16, 32} (not 64-256), lstm, lru, transformer, lrs {3e-3, 1e-2} (not 4),
+          600 steps of 64 sequences (38k sequences, not 6.4M), 1 seed: 24 points
+  :full   Zoology's settings above (GPU/TPU)
+"""
+import ml_collections
+
+from experiments import long_range
+
+
+def get_config(arg: str = ''):
+  c = long_range.get_config()          # the same model and train options as every study
+  c.study = 'recall_capacity'
+  c.model.layers = 2                   # Zoology: 2 layers
+  c.model.heads = 1                    # Zoology's MQAR attention: one head
+  c.task = ml_collections.ConfigDict(dict(
+      name='mqar', seq_len=256,
+      num_pairs=8,                     # set per point from recall.num_pairs
+      vocab_size=8192,                 # Zoology: 8,192 (keys: lower half, values: upper)
+      power_a=0.01,                    # query gaps ~ i^(a-1) (Zoology's default)
+      random_non_queries=False))       # Zoology's Figure-2 configs: blanks between queries
+  c.recall = ml_collections.ConfigDict(dict(
+      num_pairs=[4, 8, 16, 32, 64],    # key-value pairs P (axis)
+      widths=[64, 128, 256],           # model width D (axis)
+      lrs=[1e-3, 3e-3, 1e-2, 3e-2]))   # each model at its best of these (held-out loss)
+  c.train.update(dict(steps=2000, batch_size=64, warmup_steps=100, log_every=200,
+                      eval_batches=8))
+  c.sweep = ml_collections.ConfigDict(dict(
+      models=['lstm', 'gru', 'lru', 'mingru', 'transformer'], tasks=['mqar'],
+      seq_lens=[256], seeds=[0]))
+  if arg == 'quick':
+    c.task.vocab_size = 32
+    c.sweep.seq_lens = [16]
+    c.sweep.models = ['lstm', 'lru', 'transformer']
+    c.recall.num_pairs = [2, 4]
+    c.recall.widths = [16, 32]
+    c.recall.lrs = [3e-3, 1e-2]
+    c.train.update(dict(steps=600, warmup_steps=50, log_every=200, eval_batches=4,
+                        checkpoint_every=0))
+  elif arg == 'full':
+    c.train.update(dict(steps=10000, batch_size=256, warmup_steps=500, log_every=500,
+                        eval_batches=12))
+  elif arg:
+    raise ValueError(f'unknown recall_capacity variant {arg!r}; allowed: quick, full')
+  return c

@@ -1,0 +1,310 @@
+"""Length generalisation: every (task, model, seed) is trained once at T by the one
+training loop (seqlab.train), then its held-out loss is measured, without retraining, at
+every length m x T for m in config.length_gen.multipliers (T, 2T, 4T, 8T, 16T).
+
+The recurrent models and the sinusoidal transformer are length-agnostic: the same
+parameters run at any length. A transformer with learned positions has an embedding for
+each of the max_len positions it was built with (train.model_config: the training length);
+a longer input has no position to read, so its row records that reason instead of a
+number (never a silently clipped table). In a sweep, 'transformer+learned' names the
+transformer with positions='learned'.
+
+One results.jsonl line per point: the training result and `evals`, one entry per length
+with loss, accuracy and the task's chance loss at that length, or a `reason`. The table,
+figure and claims read only those lines.
+
+A model *learned* a task at T when its loss there is below LEARNED x chance; it *keeps*
+its loss at a length L when r_L <= max(KEEP_FACTOR r_T, r_T + KEEP_MARGIN), r = loss/chance
+(so a loss of 0.01 x chance that doubles to 0.02 is kept, one that rises to chance is not).
+"""
+from __future__ import annotations
+
+import copy
+import math
+import os
+import sys
+from collections import defaultdict
+
+import numpy as np
+
+from seqlab import sweep, train
+from seqlab.data import tasks
+from seqlab.infra import writer
+from seqlab.studies import plot_style, study
+
+NAME = 'length_gen'
+TITLE = 'Length generalisation: train at T, evaluate up to 16T'
+CAPTIONS = {'length_gen': 'Held-out loss / chance against evaluation length, one panel per '
+                          'task; trained at T (dotted vertical line), evaluated longer without '
+                          'retraining (dashed: chance). transformer+learned has no positions '
+                          'beyond T: one point.'}
+
+# model-name suffix -> the model fields it sets ('transformer+learned')
+VARIANTS = {'learned': {'positions': 'learned'}}
+LEARNED = 0.5       # learned at T: held-out loss below half the chance level
+KEEP_FACTOR = 2.0   # kept at L: loss/chance at L <= max(KEEP_FACTOR x ratio at T,
+KEEP_MARGIN = 0.1   #                                   ratio at T + KEEP_MARGIN)
+RECURRENT = ('rnn', 'lstm', 'gru', 'lru', 'mingru')
+
+
+def split_variant(model: str) -> tuple[str, dict]:
+  """'transformer+learned' -> ('transformer', {'positions': 'learned'}); 'lstm' -> ('lstm', {})."""
+  base, _, variant = model.partition('+')
+  if not variant:
+    return base, {}
+  if variant not in VARIANTS:
+    raise sweep.ConfigError(f'unknown model variant {model!r}; allowed suffixes: '
+                            f'{", ".join("+" + v for v in VARIANTS)}')
+  if base.split(':')[0] != 'transformer':
+    raise sweep.ConfigError(f'{model!r}: +{variant} (positions) applies only to the transformer')
+  return base, dict(VARIANTS[variant])
+
+
+# -------------------------------------------------------------------------------- running
+def validate(config) -> None:
+  bases = list(dict.fromkeys(split_variant(m)[0] for m in config.sweep.models))
+  c = copy.deepcopy(config)
+  with c.unlocked():
+    c.sweep.models = bases
+  sweep.validate(c)
+  mults = list(config.length_gen.multipliers)
+  if not mults or any(isinstance(m, bool) or int(m) != m or m < 1 for m in mults):
+    raise sweep.ConfigError(f'length_gen.multipliers={mults} must be integers >= 1 (lengths '
+                            f'm x T), e.g. [1, 2, 4, 8, 16]')
+  if 1 not in mults:
+    raise sweep.ConfigError(f'length_gen.multipliers={mults} must include 1 (the training '
+                            f'length, the baseline every longer length is compared with)')
+
+
+def unsupported(task, cfg, seq_len: int) -> str | None:
+  """Why `seq_len` cannot be evaluated with this model and task, or None."""
+  if task.max_seq_len and seq_len > task.max_seq_len:
+    return f'{task.name} held-out data has at most {task.max_seq_len} tokens'
+  if cfg.name == 'transformer' and cfg.positions == 'learned':
+    needed = task.input_len(seq_len) + (1 if cfg.readout == 'last' and cfg.pool == 'cls' else 0)
+    if needed > cfg.max_len:
+      return (f'no learned position beyond {cfg.max_len} (built for the training length); '
+              f'length {seq_len} needs {needed}')
+  return None
+
+
+def evaluate_lengths(config, graphdef, params) -> list[dict]:
+  """Held-out loss of trained `params` at every multiplier x config.task.seq_len; one
+  jitted eval step (retraced per length), the same held-out batches as train.evaluate."""
+  import jax
+  task = tasks.build(config.task)
+  t = int(config.task.seq_len)
+  cfg = train.model_config(config, task, t)
+  eval_step = jax.jit(train.make_eval_step(graphdef, task))
+  out = []
+  for m in config.length_gen.multipliers:
+    n = int(m) * t
+    reason = unsupported(task, cfg, n)
+    if reason:
+      out.append({'multiplier': int(m), 'seq_len': n, 'reason': reason})
+      continue
+    sums = defaultdict(float)
+    for i in range(config.train.eval_batches):
+      batch = task.batch(int(config.seed), i, config.train.batch_size, n, split=tasks.EVAL)
+      for k, v in jax.device_get(eval_step(params, batch)).items():
+        sums[k] += float(v) / config.train.eval_batches
+    out.append({'multiplier': int(m), 'seq_len': n, 'loss': _finite_or_none(sums['loss']),
+                'accuracy': _finite_or_none(sums['accuracy']), 'chance': task.chance_loss(n)})
+  return out
+
+
+def _finite_or_none(x):
+  return float(x) if x is not None and math.isfinite(x) else None
+
+
+def run(config, workdir: str) -> list[dict]:
+  """Trains every (task, T, model, seed) not yet in results.jsonl, evaluates it at every
+  length, then the table, figure and claims."""
+  validate(config)
+  done = sweep.finished(workdir)
+  for p in sweep.points(config):
+    name = sweep.point_name(p)
+    if name in done:
+      print(f'[{name}] already finished; skipping')
+      continue
+    base, fields = split_variant(p['model'])
+    c = sweep.point_config(config, dict(p, model=base), **fields)
+    result, graphdef, params = train.train(c, os.path.join(workdir, name), return_params=True)
+    evals = [] if result['diverged_at_step'] is not None else evaluate_lengths(c, graphdef, params)
+    row = sweep.record(workdir, p, dict(result, evals=evals))
+    print(f'[{name}] loss / chance by length: ' + ', '.join(
+        f'{e["seq_len"]}: ' + (f'{_ratio(e):.3g}' if _ratio(e) is not None else 'n/a')
+        for e in row['evals']), flush=True)
+  return study.finish(sys.modules[__name__], workdir)
+
+
+# ---------------------------------------------------------------------------- reading
+def rows(workdir: str) -> list[dict]:
+  return writer.read_jsonl(os.path.join(workdir, 'results.jsonl'))
+
+
+def _ratio(e: dict) -> float | None:
+  if e.get('loss') is None or not e.get('chance'):
+    return None
+  return e['loss'] / e['chance']
+
+
+def ratios(rows) -> dict:
+  """(task, model) -> multiplier -> mean loss/chance over seeds, or the reason (str) the
+  length was not evaluated. Diverged points (no evals) are left out."""
+  vals = defaultdict(lambda: defaultdict(list))
+  for r in rows:
+    for e in r.get('evals') or []:
+      v = _ratio(e)
+      vals[(r['task'], r['model'])][e['multiplier']].append(
+          v if v is not None else e.get('reason', 'not finite'))
+  out = {}
+  for key, by_m in vals.items():
+    out[key] = {}
+    for m, vs in sorted(by_m.items()):
+      nums = [v for v in vs if not isinstance(v, str)]
+      out[key][m] = float(np.mean(nums)) if nums else vs[0]
+  return out
+
+
+def table(rows) -> str:
+  """Rows (task, model); columns loss/chance at each evaluation length; '—' where a
+  length cannot run, its reason in the notes under the table."""
+  if not rows:
+    return '(no results)'
+  rs = ratios(rows)
+  mults = sorted({m for by_m in rs.values() for m in by_m})
+  t_of = {r['task']: r['seq_len'] for r in rows}
+  head = '| task | model | ' + ' | '.join(_mult(m) for m in mults) + ' |'
+  lines = [head, '|' + '---|' * (2 + len(mults))]
+  notes = {}
+  for (task, model), by_m in sorted(rs.items()):
+    cells = []
+    for m in mults:
+      v = by_m.get(m)
+      if isinstance(v, str):
+        notes.setdefault((model, task), []).append((m, v))
+        cells.append('—')
+      else:
+        cells.append('' if v is None else f'{v:.3g}')
+    lines.append(f'| {task} (T={t_of[task]}) | {model} | ' + ' | '.join(cells) + ' |')
+  lines += ['', 'Held-out loss / chance (mean over seeds), trained at T only.']
+  for (model, task), missing in notes.items():
+    where = ', '.join(f'{m}T' for m, _ in missing)
+    lines.append(f'— {model} on {task} at {where}: {missing[0][1]}'
+                 + (' (and longer).' if len(missing) > 1 else '.'))
+  return '\n'.join(lines)
+
+
+# ------------------------------------------------------------------------------ figure
+def figure(rows, out_stem: str) -> list[str]:
+  import matplotlib.pyplot as plt
+  plot_style.apply()
+  rs = ratios(rows)
+  task_names = list(dict.fromkeys(r['task'] for r in rows))
+  t_of = {r['task']: r['seq_len'] for r in rows}
+  fig, axes = plt.subplots(1, len(task_names), figsize=(max(3.4, 2.5 * len(task_names)), 2.6),
+                           squeeze=False)
+  for ax, task in zip(axes[0], task_names):
+    for (tk, model), by_m in rs.items():
+      if tk != task:
+        continue
+      pts = [(m * t_of[task], v) for m, v in by_m.items() if isinstance(v, float) and v > 0]
+      if not pts:
+        continue
+      base, fields = split_variant(model)
+      ax.plot(*zip(*pts), color=plot_style.color(base), marker=plot_style.marker(base),
+              ls='--' if fields else '-', mfc='none' if fields else None, label=model)
+    ax.axhline(1.0, color='k', lw=0.8, ls='--')
+    ax.axvline(t_of[task], color='k', lw=0.6, ls=':')
+    ax.set_xscale('log')
+    ax.set_yscale('log')
+    plot_style.plain_log_labels(ax, 'y')
+    plot_style.log_ticks(ax, [m * t_of[task] for by_m in rs.values() for m in by_m])
+    ax.set_title(f'{task} (trained at T={t_of[task]})')
+    ax.set_xlabel('evaluation length')
+  axes[0][0].set_ylabel('held-out loss / chance')
+  handles, labels = {}, {}
+  for ax in axes[0]:
+    for h, lab in zip(*ax.get_legend_handles_labels()):
+      handles.setdefault(lab, h)
+  fig.legend(list(handles.values()), list(handles), loc='center left',
+             bbox_to_anchor=(1.0, 0.5))
+  fig.tight_layout()
+  return plot_style.save(fig, out_stem)
+
+
+def draw(workdir: str) -> list[str]:
+  rs = rows(workdir)
+  return figure(rs, os.path.join(workdir, 'figures', 'length_gen')) if rs else []
+
+
+# ------------------------------------------------------------------------------ claims
+def _kept(at_t: float, at_l: float) -> bool:
+  return at_l <= max(KEEP_FACTOR * at_t, at_t + KEEP_MARGIN)
+
+
+def _mult(m: int) -> str:
+  return 'T' if m == 1 else f'{m}T'
+
+
+def _numbers(by_m) -> str:
+  return ', '.join(f'{_mult(m)} {v:.3g}' for m, v in by_m.items() if isinstance(v, float))
+
+
+def claims(rows) -> list[study.Claim]:
+  rs = ratios(rows)
+  models = list(dict.fromkeys(r['model'] for r in rows))
+  out = []
+  recurrent = [m for m in models if split_variant(m)[0].split(':')[0] in RECURRENT]
+  if recurrent:
+    parts, evidence = {}, []
+    for m in recurrent:
+      mine = {tk: by_m for (tk, mm), by_m in rs.items() if mm == m}
+      learned = {tk: by_m for tk, by_m in mine.items()
+                 if isinstance(by_m.get(1), float) and by_m[1] < LEARNED}
+      lost = [tk for tk, by_m in learned.items()
+              if not all(isinstance(v, float) and _kept(by_m[1], v) for v in by_m.values())]
+      parts[f'{m} keeps its loss on every task it learned at T'] = bool(learned) and not lost
+      evidence.append(f'{m}: ' + ('; '.join(f'{tk} {_numbers(by_m)}' for tk, by_m in
+                                            learned.items()) or 'learned no task at T') +
+                      (f' (not learned at T: {", ".join(sorted(set(mine) - set(learned)))})'
+                       if set(mine) - set(learned) else ''))
+    out.append(study.claim(
+        'Recurrent models keep the held-out loss they reached at the training length T at '
+        'lengths never trained on (up to the longest evaluated).', parts,
+        'Held-out loss / chance on the tasks learned at T (< '
+        f'{LEARNED:g} x chance; kept: at most max({KEEP_FACTOR:g} x, +{KEEP_MARGIN:g}) the '
+        'ratio at T): ' + ' | '.join(evidence) + '.'))
+  att = [m for m in models if split_variant(m)[0].split(':')[0] == 'transformer']
+  if att:
+    parts, evidence = {}, []
+    for m in att:
+      mine = {tk: by_m for (tk, mm), by_m in rs.items() if mm == m}
+      if split_variant(m)[1].get('positions') == 'learned':
+        beyond = [v for by_m in mine.values() for mult, v in by_m.items() if mult > 1]
+        parts[f'{m} cannot run beyond T'] = bool(beyond) and all(
+            isinstance(v, str) for v in beyond)
+        evidence.append(f'{m}: ' + '; '.join(
+            f'{tk} ' + ', '.join(_mult(mult) + (' not run' if isinstance(v, str) else f' {v:.3g}')
+                                 for mult, v in by_m.items()) for tk, by_m in mine.items()))
+      else:
+        learned = {tk: by_m for tk, by_m in mine.items()
+                   if isinstance(by_m.get(1), float) and by_m[1] < LEARNED}
+        longest = {tk: by_m[max(by_m)] for tk, by_m in learned.items()}
+        parts[f'{m} (sinusoidal) degrades beyond T on every task it learned at T'] = (
+            bool(learned) and all(isinstance(v, float) and not _kept(learned[tk][1], v)
+                                  for tk, v in longest.items()))
+        evidence.append(f'{m}: ' + ('; '.join(f'{tk} {_numbers(by_m)}'
+                                              for tk, by_m in learned.items())
+                                    or 'learned no task at T'))
+    kinds = {bool(split_variant(m)[1]) for m in att}
+    if True not in kinds:
+      parts['a transformer with learned positions was run'] = False
+    if False not in kinds:
+      parts['a transformer with sinusoidal positions was run'] = False
+    out.append(study.claim(
+        'The transformer with learned positions cannot run beyond its training length, and '
+        'with sinusoidal positions its loss degrades at lengths it was not trained on.', parts,
+        'Held-out loss / chance: ' + ' | '.join(evidence) + '.'))
+  return out
