@@ -31,6 +31,23 @@ def make_step(graphdef, temperature: float):
   return jax.jit(step, donate_argnums=2)
 
 
+def sample_text(point_dir: str, prompt: str, steps: int = 200, temperature: float = 1.0,
+                seed: int = 0, checkpoint: str = 'best') -> str:
+  """Text a finished character-level LM point (task charlm) generates after `prompt`:
+  its best (or latest) checkpoint through seqlab.load, its own tokenizer."""
+  from seqlab.data import text_tasks
+  from seqlab.evaluate import LoadError, load
+  model, _, config = load(point_dir, checkpoint)
+  if config.task.name != 'charlm':
+    raise LoadError(f'{point_dir} was trained on task {config.task.name!r}; sampling needs a '
+                    f'charlm point (a per-step language model)')
+  if not prompt:
+    raise LoadError('the prompt is empty; give at least one character')
+  tok = text_tasks.tokenizer(config.task)
+  ids = generate(model, tok.encode(prompt)[None], steps, temperature, seed)
+  return tok.decode(ids[0])
+
+
 def generate(model, prompt_BxT, steps: int, temperature: float = 1.0, seed: int = 0) -> np.ndarray:
   """The prompt [B, T] continued by `steps` tokens: [B, steps] int32."""
   prompt_BxT = jnp.asarray(prompt_BxT, jnp.int32)

@@ -94,3 +94,31 @@ def test_temperature_scales_the_logits():
   np.testing.assert_allclose(np.bincount(draws, minlength=3) / 2000, [0.7, 0.2, 0.1], atol=0.03)
   cold = np.array([int(sampling.next_token(logits, k, 0.25)[0]) for k in keys[2000:]])
   assert (cold == 0).mean() > 0.95   # p^4 renormalised: 0.7^4 / (0.7^4+0.2^4+0.1^4) = 0.996
+
+
+def test_sample_text_from_a_finished_charlm_point(tmp_path):
+  from experiments import text as text_config
+  from seqlab import train
+  from seqlab.evaluate import LoadError
+  c = text_config.get_config()
+  with c.unlocked():
+    c.num_devices, c.model.name, c.model.hidden = 1, 'gru', 8
+    c.task.seq_len, c.train.steps, c.train.batch_size, c.train.eval_batches = 16, 3, 2, 1
+  train.train(c, str(tmp_path / 'p'), verbose=False)
+  a = sampling.sample_text(str(tmp_path / 'p'), 'def ', steps=20, temperature=1.0, seed=1)
+  b = sampling.sample_text(str(tmp_path / 'p'), 'def ', steps=20, temperature=1.0, seed=1)
+  assert a == b and isinstance(a, str) and 0 < len(a) <= 20   # 20 bytes: at most 20 characters
+  with c.unlocked():
+    c.task.name, c.task.seq_len = 'recall', 8
+  train.train(c, str(tmp_path / 'r'), verbose=False)
+  import pytest
+  with pytest.raises(LoadError, match="task 'recall'; sampling needs a charlm point"):
+    sampling.sample_text(str(tmp_path / 'r'), 'x')
+
+
+def test_byte_tokens_round_trip():
+  from seqlab.data import text
+  tok = text.make_tokenizer('byte', [])
+  assert tok.decode(tok.encode('héllo\n')) == 'héllo\n'
+  tok = text.make_tokenizer('char', ['abc'])
+  assert tok.decode(tok.encode('cab?')) == 'cab'   # the unknown '?' is dropped

@@ -168,6 +168,14 @@ class Tokenizer:
     unk = len(self.chars) + 1
     return np.array([table.get(c, unk) for c in text], np.int32)
 
+  def decode(self, ids) -> str:
+    """Token ids back to text; padding (0) and unknown ids are dropped, invalid UTF-8
+    replaced."""
+    ids = [int(i) for i in np.asarray(ids).reshape(-1)]
+    if self.kind == 'byte':
+      return bytes(i - 1 for i in ids if 1 <= i <= 256).decode('utf-8', errors='replace')
+    return ''.join(self.chars[i - 1] for i in ids if 1 <= i <= len(self.chars))
+
 
 def make_tokenizer(kind: str, train_texts) -> Tokenizer:
   if kind not in TOKENIZERS:

@@ -95,6 +95,12 @@ def lm_streams(opts: tuple):
   return tok, streams[0], streams[1]
 
 
+def tokenizer(task_config) -> text.Tokenizer:
+  """The tokenizer a charlm task built from these options uses (to encode a prompt and
+  decode what a model generates)."""
+  return lm_streams(_opts(task_config))[0]
+
+
 @functools.lru_cache(maxsize=4)
 def clf_rows(opts: tuple):
   """(tokenizer, train rows, eval rows, class names) for the options."""
