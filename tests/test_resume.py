@@ -7,7 +7,6 @@ import random
 import signal
 import subprocess
 import sys
-import time
 
 import jax
 import numpy as np
@@ -20,9 +19,30 @@ from seqlab.infra import checkpoint, writer
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ENV = dict(os.environ, XLA_FLAGS='', JAX_PLATFORMS='cpu', PYTHONPATH=ROOT)
 
+# Kills are triggered by what the run wrote, never by a race with the clock: KILL (JSON in
+# the environment) names a metrics line ({"step_line": N}: right after step N's line is
+# written) or a checkpoint ({"checkpoint": C}: right after checkpoint C is saved), and
+# the process SIGKILLs itself there ("signal": "SIGTERM" sends a preemption notice instead;
+# "workdir": a sweep point's folder, to kill in that point only).
+KILL_HOOK = """
+import json, os, signal
+from seqlab.infra import checkpoint, writer
+_kill = json.loads(os.environ.get('KILL', '{}'))
+_write, _save = writer.MetricWriter.write, checkpoint.CheckpointManager.save
+def write(self, step, metrics):
+  _write(self, step, metrics)
+  if step == _kill.get('step_line') and 'loss' in metrics and \\
+      _kill.get('workdir', self.path) in self.path:
+    os.kill(os.getpid(), getattr(signal, _kill.get('signal', 'SIGKILL')))
+def save(self, step, state, metrics=None):
+  _save(self, step, state, metrics)
+  if step == _kill.get('checkpoint'):
+    os.kill(os.getpid(), signal.SIGKILL)
+writer.MetricWriter.write, checkpoint.CheckpointManager.save = write, save
+"""
 # One tiny point: train(config, workdir) with dotted overrides given as JSON.
-DRIVER = """
-import json, sys
+DRIVER = KILL_HOOK + """
+import sys
 from experiments import long_range
 from seqlab import train
 c = long_range.get_config()
@@ -34,20 +54,25 @@ for k, v in json.loads(sys.argv[2]).items():
   node[leaf] = v
 train.train(c, sys.argv[1])
 """
+# launch.py itself, as the user runs it, with the kill hook installed first.
+LAUNCH = KILL_HOOK + """
+import runpy, sys
+sys.argv = ['launch.py'] + sys.argv[1:]
+runpy.run_path('launch.py', run_name='__main__')
+"""
 BASE = {'num_devices': 1, 'model.name': 'gru', 'model.hidden': 16, 'task.seq_len': 100,
         'train.batch_size': 8, 'train.log_every': 10, 'train.eval_batches': 1,
         'train.checkpoint_every': 10, 'train.steps': 120}
 
 
-def _start(workdir, overrides):
-  code = DRIVER
-  return subprocess.Popen([sys.executable, '-c', code, str(workdir), json.dumps(overrides)],
-                          env=ENV, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                          text=True)
+def _start(workdir, overrides, kill=None):
+  return subprocess.Popen([sys.executable, '-c', DRIVER, str(workdir), json.dumps(overrides)],
+                          env=dict(ENV, KILL=json.dumps(kill or {})), cwd=ROOT,
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
-def _run(workdir, overrides):
-  p = _start(workdir, overrides)
+def _run(workdir, overrides, kill=None):
+  p = _start(workdir, overrides, kill)
   out, err = p.communicate(timeout=120)
   return p.returncode, out, err
 
@@ -81,39 +106,58 @@ def _metric_steps(workdir):
           if 'loss' in r]
 
 
-def test_kill9_then_resume_is_bitwise_identical(tmp_path):
-  ref, cut = tmp_path / 'ref', tmp_path / 'cut'
-  assert _run(ref, BASE)[0] == 0
-  kill_after = random.Random().randint(BASE['train.checkpoint_every'] + 1,
-                                       BASE['train.steps'] - 20)
-  p = _start(cut, BASE)
-  while p.poll() is None and len(_metric_steps(cut)) < kill_after:
-    time.sleep(0.005)
-  p.send_signal(signal.SIGKILL)
-  p.communicate()
-  assert p.returncode == -signal.SIGKILL, 'the run finished before it could be killed'
+def _assert_same_state(ref, cut, overrides):
+  (a, sa), (b, sb) = _restore(ref, overrides), _restore(cut, overrides)
+  assert sa == sb == overrides['train.steps']
+  for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True):
+    assert np.array_equal(np.asarray(x), np.asarray(y))
+
+
+def _losses(workdir):
+  return [(r['step'], r['loss'], r['grad_norm'])
+          for r in writer.read_jsonl(os.path.join(workdir, 'metrics.jsonl')) if 'loss' in r]
+
+
+# Seeded kill points: a step line between two checkpoints (the lines after the last
+# checkpoint are dropped and redone), and the moment a checkpoint is saved.
+KILLS = [{'step_line': random.Random(25).randint(BASE['train.checkpoint_every'] + 1,
+                                                 BASE['train.steps'] - 20)},
+         {'checkpoint': 3 * BASE['train.checkpoint_every']}]
+
+
+@pytest.fixture(scope='module')
+def uninterrupted(tmp_path_factory):
+  ref = tmp_path_factory.mktemp('ref')
+  code, _, err = _run(ref, BASE)
+  assert code == 0, err
+  return ref
+
+
+@pytest.mark.parametrize('kill', KILLS, ids=lambda k: next(iter(k)))
+def test_kill9_then_resume_is_bitwise_identical(tmp_path, uninterrupted, kill):
+  cut = tmp_path / 'cut'
+  code, _, _ = _run(cut, BASE, kill)
+  assert code == -signal.SIGKILL
   assert not os.path.exists(cut / 'result.json')
+  at = kill.get('step_line') or kill['checkpoint']
+  assert _metric_steps(cut)[-1] == at                     # killed where it said
   code, out, err = _run(cut, BASE)
   assert code == 0, err
-  assert 'resuming from checkpoint step' in out
+  resumed = at - at % BASE['train.checkpoint_every']
+  assert f'resuming from checkpoint step {resumed}' in out
   assert _metric_steps(cut) == list(range(1, BASE['train.steps'] + 1))  # no duplicates
-  (a, sa), (b, sb) = _restore(ref, BASE), _restore(cut, BASE)
-  assert sa == sb == BASE['train.steps']
-  for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
-    assert np.array_equal(np.asarray(x), np.asarray(y))
+  assert _losses(cut) == _losses(uninterrupted)           # bitwise, every step
+  _assert_same_state(uninterrupted, cut, BASE)
 
 
 def test_sigterm_saves_at_next_step_and_exits_0(tmp_path):
   over = dict(BASE, **{'train.checkpoint_every': 0, 'train.steps': 100000})
-  p = _start(tmp_path, over)
-  while p.poll() is None and len(_metric_steps(tmp_path)) < 5:
-    time.sleep(0.01)
-  p.send_signal(signal.SIGTERM)
-  out, err = p.communicate(timeout=60)
-  assert p.returncode == 0, err
-  assert 'SIGTERM: saved checkpoint at step' in out
+  code, out, err = _run(tmp_path, over, {'step_line': 5, 'signal': 'SIGTERM'})
+  assert code == 0, err
+  # the notice came while step 5's line was written: the state after step 6 is saved
+  assert 'SIGTERM: saved checkpoint at step 6' in out
   state, step = _restore(tmp_path, over)
-  assert step >= 5 and int(state['step']) == step
+  assert step == 6 and int(state['step']) == step
   assert _metric_steps(tmp_path) == list(range(1, step + 1))
 
 
@@ -147,39 +191,69 @@ def test_skip_nonfinite_is_bounded(tmp_path):
   assert all(r['params_finite'] for r in rows if r['step'] < step)
 
 
-def _launch(workdir, *args):
+LAUNCH_ARGS = ('--config=experiments/long_range.py', '--config.num_devices=1',
+               '--config.model.hidden=8', '--config.train.batch_size=8',
+               '--config.train.eval_batches=1', '--config.train.log_every=5', '--tasks=adding',
+               '--seq_lens=10', '--seeds=0')
+
+
+def _launch(workdir, *args, kill=None):
   return subprocess.run(
-      [sys.executable, 'launch.py', '--config=experiments/long_range.py', f'--workdir={workdir}',
-       '--config.num_devices=1', '--config.model.hidden=8', '--config.train.batch_size=8',
-       '--config.train.eval_batches=1', '--config.train.log_every=5', '--tasks=adding',
-       '--seq_lens=10', '--seeds=0', *args],
-      env=ENV, cwd=ROOT, capture_output=True, text=True, timeout=120)
+      [sys.executable, '-c', LAUNCH, *LAUNCH_ARGS, f'--workdir={workdir}', *args],
+      env=dict(ENV, KILL=json.dumps(kill or {})), cwd=ROOT, capture_output=True, text=True,
+      timeout=180)
 
 
-def test_interrupted_sweep_reruns_only_unfinished_points(tmp_path):
-  w = tmp_path / 'w'
+def _point_state(point_dir):
+  """(state, step) of the newest checkpoint of a sweep point, from its config.json."""
+  import ml_collections
+  c = ml_collections.ConfigDict(writer.read_json(os.path.join(point_dir, 'config.json')))
+  task = tasks.build(c.task)
+  cfg = train.model_config(c, task, int(c.task.seq_len))
+  _, state = train.init_state(cfg, int(c.seed), train.make_optimizer(c.train))
+  ckpt = checkpoint.CheckpointManager(os.path.join(point_dir, 'checkpoints'), every=0)
+  out = ckpt.restore_latest(checkpoint.abstract(state))
+  ckpt.close()
+  return out
+
+
+def _untimed(row):
+  """A results row less its timings (wall_s, compile_s, tokens_per_s: *_s), the only
+  fields a resumed run may change."""
+  return {k: v for k, v in row.items() if not k.endswith('_s')}
+
+
+def test_interrupted_sweep_reruns_only_unfinished_points_bitwise(tmp_path):
+  """Kill -9 in the second of two points (at a seeded step line), rerun the same
+  command, and compare every point with an uninterrupted sweep: results rows, every
+  step's loss and gradient norm, and the final train state, bitwise."""
   args = ('--models=rnn,gru', '--config.train.steps=40', '--config.train.checkpoint_every=10')
-  cmd = [sys.executable, 'launch.py', '--config=experiments/long_range.py', f'--workdir={w}',
-         '--config.num_devices=1', '--config.model.hidden=8', '--config.train.batch_size=8',
-         '--config.train.eval_batches=1', '--config.train.log_every=5', '--tasks=adding',
-         '--seq_lens=10', '--seeds=0', *args]
-  p = subprocess.Popen(cmd, env=ENV, cwd=ROOT, stdout=subprocess.DEVNULL,
-                       stderr=subprocess.DEVNULL)
-  second = w / 'gru-adding-T10-s0'
-  while p.poll() is None and len(_metric_steps(second)) < 15:  # mid-way through point 2
-    time.sleep(0.005)
-  p.send_signal(signal.SIGKILL)
-  p.wait()
-  assert p.returncode == -signal.SIGKILL
-  assert [r['point'] for r in sweep.finished(w).values()] == ['rnn-adding-T10-s0']
-  first_result = open(w / 'rnn-adding-T10-s0' / 'result.json').read()
+  points = ['rnn-adding-T10-s0', 'gru-adding-T10-s0']
+  ref, w = tmp_path / 'ref', tmp_path / 'w'
+  r = _launch(ref, *args)
+  assert r.returncode == 0, r.stderr
+  kill_at = random.Random(21).randint(11, 39)
+  r = _launch(w, *args, kill={'step_line': kill_at, 'workdir': points[1]})
+  assert r.returncode == -signal.SIGKILL, r.stderr
+  assert list(sweep.finished(w)) == points[:1]
+  assert _metric_steps(w / points[1])[-1] == kill_at
+  assert not os.path.exists(w / points[1] / 'result.json')
+  first_result = open(w / points[0] / 'result.json').read()
   r = _launch(w, *args)
   assert r.returncode == 0, r.stderr
-  assert '[rnn-adding-T10-s0] already finished; skipping' in r.stdout
-  assert 'resuming from checkpoint step' in r.stdout
-  assert sorted(sweep.finished(w)) == ['gru-adding-T10-s0', 'rnn-adding-T10-s0']
-  assert open(w / 'rnn-adding-T10-s0' / 'result.json').read() == first_result
-  assert _metric_steps(second) == list(range(1, 41))
+  assert f'[{points[0]}] already finished; skipping' in r.stdout
+  assert f'resuming from checkpoint step {kill_at - kill_at % 10}' in r.stdout
+  assert open(w / points[0] / 'result.json').read() == first_result
+  done, want = sweep.finished(w), sweep.finished(ref)
+  assert sorted(done) == sorted(want) == sorted(points)
+  for name in points:
+    assert _untimed(done[name]) == _untimed(want[name]), name
+    assert _metric_steps(w / name) == list(range(1, 41))
+    assert _losses(w / name) == _losses(ref / name), name
+    (a, sa), (b, sb) = _point_state(ref / name), _point_state(w / name)
+    assert sa == sb == 40
+    for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True):
+      assert np.array_equal(np.asarray(x), np.asarray(y)), name
 
 
 def test_lock_and_config_mismatch_are_refused(tmp_path):
