@@ -179,10 +179,10 @@ def list_everything(config) -> str:
   from seqlab.data import tasks
   lines = ['studies (--config=experiments/<study>.py[:quick|full]):']
   for s in (*studies.STUDIES.values(), report):
-    lines.append(f'  {s.NAME:<12} {getattr(s, "TITLE", "the full report: every study")}')
+    lines.append(f'  {s.NAME:<16} {getattr(s, "TITLE", "the full report: every study")}')
   lines.append('models (--models=MODEL[:KERNEL]; the first kernel is the default):')
   for m in models.MODELS:
-    lines.append(f'  {m:<12} kernels: {", ".join(models.KERNELS.get(m, ())) or "-"}')
+    lines.append(f'  {m:<16} kernels: {", ".join(models.KERNELS.get(m, ())) or "-"}')
   lines.append(f'tasks (--tasks): {", ".join(tasks.task_names())}')
   lines.append(f'config keys of {config_name()} (--config.KEY=VALUE; default, meaning):')
   keys = seqlab_config.flat_keys(config)

@@ -99,7 +99,7 @@ def test_redraw_only_with_nothing_run(tmp_path):
 def test_list_print_config_and_check_only_write_nothing(tmp_path):
   p = launch('--config=experiments/long_range.py', '--list', cwd=tmp_path)
   assert p.returncode == 0 and not p.stderr, p.stderr
-  for words in ('long_range', 'grad_flow', 'report', 'lstm', 'kernels: fused', 'adding',
+  for words in ('long_range', 'grad_flow', 'report', 'lstm', 'kernels: scan, fused', 'adding',
                 'charlm', 'train.lr', 'peak learning rate', 'sweep.seq_lens'):
     assert words in p.stdout, words
   p = launch('--config=experiments/long_range.py', '--print_config', '--models=gru',
