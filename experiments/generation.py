@@ -2,8 +2,8 @@
 KV cache against the context length, for recurrent models and the transformer, at
 batch 1 and 32, with the no-cache baseline (re-running the prefix for every token).
 
-  python launch.py --config=experiments/generation.py           # CPU: L = 256 .. 16384
-  python launch.py --config=experiments/generation.py:quick     # L = 256 .. 4096 (report)
+  python launch.py --config=experiments/generation.py           # CPU: L = 64 .. 16384
+  python launch.py --config=experiments/generation.py:quick     # L = 64 .. 4096 (report)
   python launch.py --config=experiments/generation.py:full      # GPU/TPU: L up to 131072
 
 Character-level models (vocabulary 256), 2 layers, width 256, 4 heads, float32; the
@@ -27,12 +27,12 @@ def get_config(arg: str = ''):
       hidden=256, layers=2, heads=4, steps=16, warmup=2, prefill_reps=2, max_step_s=2.0))
   c.sweep = ml_collections.ConfigDict(dict(
       models=list(MODELS), batches=(1, 32),   # a tuple: --config.sweep.batches='(1, 8)'
-      seq_lens=[256, 1024, 4096, 16384]))
+      seq_lens=[64, 256, 1024, 4096, 16384]))
   if arg == 'quick':
-    c.sweep.seq_lens = [256, 1024, 4096]
+    c.sweep.seq_lens = [64, 256, 1024, 4096]
     c.generation.max_step_s = 1.0
   elif arg == 'full':
-    c.sweep.seq_lens = [256, 1024, 4096, 16384, 65536, 131072]
+    c.sweep.seq_lens = [64, 256, 1024, 4096, 16384, 65536, 131072]
     c.generation.max_step_s = 10.0
   elif arg:
     raise ValueError(f'unknown generation variant {arg!r}; allowed: quick, full')

@@ -49,7 +49,8 @@ def _rows(slope_rnn, slope_att, cache_grows=True, state_grows=False):
 
 def test_claim_branches_on_made_up_rows():
   (c,) = generation.claims(_rows(0.0, 1.0))
-  assert c.verdict == study.SUPPORTED and 'L = 256, 1024, 4096, 16384' in c.evidence
+  assert c.verdict == study.SUPPORTED and "L = 256, 1024, 4096, 16384" in c.evidence
+  assert "already at L = 256" in c.evidence   # made-up rows: slower at every L
   (c,) = generation.claims(_rows(0.0, 0.1))
   assert c.verdict == study.PARTLY and 'transformer per-token cost grows' in c.evidence
   (c,) = generation.claims(_rows(1.0, 0.0, cache_grows=False, state_grows=True))

@@ -171,14 +171,20 @@ def claims(rows) -> list[study.Claim]:
     parts.update({f'{m} cache grows with L': len(v) > 1 for m, v in mem.items() if m in att})
     cross = crossover(rs)
     contexts = sorted({r['seq_len'] for r in rs})
+    if cross is None:
+      where = 'at no context measured here.'
+    elif cross <= contexts[0]:
+      where = f'every context measured here (already at L = {contexts[0]}).'
+    else:
+      where = f'L ~ {cross:,.0f}.'
+
     out.append(study.claim(
         f'Generating at batch {batch}, a recurrent model costs the same per token at every '
         f'context length (fixed-size state) while a transformer\'s per-token cost and KV '
         f'cache grow linearly with the context.', parts,
         f'Log-log slopes of ms/token against L over L = {", ".join(map(str, contexts))} (the '
         f'longer half): ' + ', '.join(f'{m} {v:+.2f}' for m, v in {**rec, **att}.items()) +
-        '. Transformer slower per token than the LSTM from ' +
-        (f'L ~ {cross:,.0f}.' if cross else 'no context measured here.')))
+        '. The transformer is slower per token than the LSTM from ' + where))
   return out
 
 
@@ -204,7 +210,7 @@ def draw(workdir: str) -> list[str]:
     for m, pts in sorted(throughput.series(rs, 'decode_ms_per_token').items()):
       ax.plot(*zip(*pts), label=f'{m} (slope {s.get(m, float("nan")):.2f})', **style(m))
     cross = crossover(rs)
-    if cross:
+    if cross and cross > min(contexts):   # at the shortest context: no crossing in range
       ax.axvline(cross, color='k', linewidth=0.8, linestyle=':')
       ax.annotate(f'L≈{cross:,.0f}', (cross, ax.get_ylim()[0]), fontsize=6, xytext=(3, 3),
                   textcoords='offset points')
