@@ -1,5 +1,6 @@
 """The throughput instrument: result fields, baseline ratios, ceilings, splits over
 devices, timeouts and compile timing (no timing thresholds: the machine is shared)."""
+import os
 
 import numpy as np
 import pytest
@@ -12,15 +13,26 @@ CEILINGS = dict(ceiling_flops_per_s=1e9, ceiling_cores_busy=1.0,
 
 
 @pytest.mark.parametrize('name', ['lstm:fused', 'flax_lstm', 'attention:blocked'])
-def test_measure_fields(name):
+def test_measure_fields(name, monkeypatch):
+  """The rates follow from the timed medians: fake them (train 0.25 s, inference 0.05 s)
+  and check every derived field against the hand-worked numbers."""
+  medians = iter([0.25, 0.05])
+  monkeypatch.setattr(benchmark, '_median_time', lambda f, args, bc: next(medians))
   r = benchmark.measure(name, TINY, 16, CEILINGS)
   assert r['status'] == 'ok'
   for k in ('model', 'seq_len', 'batch', 'tokens_per_s_train', 'tokens_per_s_infer',
             'step_ms', 'compile_s', 'peak_memory_bytes', 'flops_per_token', 'device'):
     assert k in r
-  assert r['tokens_per_s_train'] == pytest.approx(2 * 16 / (r['step_ms'] / 1e3))
-  assert r['peak_memory_bytes'] is None or r['peak_memory_bytes'] > 0
+  assert (r['model'], r['seq_len'], r['batch']) == (name, 16, 2)
+  assert r['step_ms'] == pytest.approx(250.0) and r['infer_ms'] == pytest.approx(50.0)
+  assert r['tokens_per_s_train'] == pytest.approx(2 * 16 / 0.25)
+  assert r['tokens_per_s_infer'] == pytest.approx(2 * 16 / 0.05)
+  # forward + backward = 3 x the forward's flops (Kaplan et al. 2020)
+  assert r['flops_per_s_train'] == pytest.approx(3 * r['flops_per_token'] * 2 * 16 / 0.25)
   assert r['fraction_of_matmul_ceiling'] == pytest.approx(r['flops_per_s_train'] / 1e9)
+  # XLA's memory analysis works on CPU: the guard against oversized programs is live,
+  # and the train step holds at least its input [B, T, D] in float32
+  assert r['peak_memory_bytes'] is not None and r['peak_memory_bytes'] >= 2 * 16 * 8 * 4
 
 
 def test_matmul_ceilings_measure_rate_and_cores():
@@ -62,8 +74,11 @@ def test_program_larger_than_memory_is_recorded_oom_not_run(monkeypatch):
 
 
 def test_device_memory_is_known_here():
+  """None would silently turn the out-of-memory guard off; on this CPU it is the
+  host's available memory, at most its physical memory."""
   have = benchmark.device_memory_bytes()
-  assert have is None or have > 2 ** 20
+  assert have is not None and have > 2 ** 20
+  assert have <= os.sysconf('SC_PHYS_PAGES') * os.sysconf('SC_PAGE_SIZE')
 
 
 def test_flops_per_token_analytic():

@@ -52,11 +52,33 @@ def test_state_jacobian_of_linear_recurrence_is_rho_to_the_distance():
 
 
 @pytest.mark.parametrize('cell', ['lstm', 'gru'])
-def test_state_jacobian_runs_for_gated_cells(cell):
+def test_state_jacobian_of_gated_cells_is_the_product_of_step_jacobians(cell):
+  """||(dh_T/dh_t)^T v|| against the explicit product of the per-step state Jacobians
+  (the LSTM's state is (h, c); the probe enters h, the readout is h)."""
+  t_len = 12
   layer = cells.RecurrentLayer(cell, H, H, rngs=nnx.Rngs(0))
-  x = jax.random.normal(jax.random.key(2), (B, T, H))
-  j = diagnostics.state_jacobian_by_position(layer, x, jax.random.key(3))
-  assert j.shape == (T,) and np.all(np.isfinite(j)) and j[-1] == pytest.approx(1.0, rel=1e-5)
+  x = jax.random.normal(jax.random.key(2), (B, t_len, H))
+  got = diagnostics.state_jacobian_by_position(layer, x, jax.random.key(3))
+  v = jax.random.normal(jax.random.key(3), (B, H))
+  v = np.asarray(v / jnp.linalg.norm(v, axis=-1, keepdims=True), np.float64)
+  p, xw = layer.step_params(), layer.project(x)
+  k = 2 if cell == 'lstm' else 1                     # state = k blocks of H
+  def step(s_flat, xw_t):
+    s = (s_flat[:H], s_flat[H:]) if k == 2 else s_flat
+    out = cells.CELLS[cell].step(p, s, xw_t)
+    return jnp.concatenate(out) if k == 2 else out
+  want = np.zeros(t_len)
+  for b in range(B):
+    s, jacs = jnp.zeros(k * H), []
+    for t in range(t_len):
+      jacs.append(np.asarray(jax.jacfwd(step)(s, xw[b, t]), np.float64))
+      s = step(s, xw[b, t])
+    lam = np.concatenate([v[b], np.zeros((k - 1) * H)])   # d(v . h_T)/d state_T
+    for t in range(t_len - 1, -1, -1):
+      want[t] += np.linalg.norm(lam[:H]) / B            # the probe at t is added to h_t
+      lam = jacs[t].T @ lam
+  np.testing.assert_allclose(np.asarray(got), want, rtol=1e-4, atol=1e-7)
+  assert want[0] < 0.9 * want[-1]                         # it decays: not just ||v|| = 1
 
 
 def test_bidirectional_transformer_gradient_reaches_every_position():
@@ -69,13 +91,27 @@ def test_bidirectional_transformer_gradient_reaches_every_position():
   assert g.shape == (T,) and np.all(np.asarray(g) > 0)
 
 
-def test_recurrent_spectra_report_each_gate_block():
+@pytest.mark.parametrize('init', ['orthogonal', 'lecun_normal'])
+def test_recurrent_spectra_report_each_gate_block(init):
   cfg = models.ModelConfig(name='lstm', hidden=H, vocab_size=5, num_outputs=5, layers=2,
-                           spectral_radius=0.7)
-  s = diagnostics.recurrent_spectra(models.build(cfg, 0))
+                           spectral_radius=0.7, recurrent_init=init)
+  m = models.build(cfg, 0)
+  s = diagnostics.recurrent_spectra(m)
   assert np.array(s['w_hh_spectral_radius']).shape == (2, 4)
-  np.testing.assert_allclose(s['w_hh_spectral_radius'], 0.7, rtol=1e-4)
-  np.testing.assert_allclose(s['w_hh_max_singular_value'], 0.7, rtol=1e-4)
+  for i, layer in enumerate(m.backbone.stack.layers):
+    w = np.asarray(layer.w_hh[...], np.float64)
+    for g in range(4):
+      bk = w[:, g * H:(g + 1) * H]
+      assert s['w_hh_spectral_radius'][i][g] == pytest.approx(
+          max(abs(np.linalg.eigvals(bk))), rel=1e-6)
+      assert s['w_hh_max_singular_value'][i][g] == pytest.approx(np.linalg.norm(bk, 2),
+                                                                   rel=1e-6)
+  if init == 'orthogonal':   # rho Q: every eigenvalue and singular value is rho
+    np.testing.assert_allclose(s['w_hh_spectral_radius'], 0.7, rtol=1e-4)
+    np.testing.assert_allclose(s['w_hh_max_singular_value'], 0.7, rtol=1e-4)
+  else:                      # a non-normal matrix: the largest singular value exceeds rho
+    assert (np.array(s['w_hh_max_singular_value']) >
+            np.array(s['w_hh_spectral_radius']) * 1.05).all()
 
 
 def test_decay_rate_ignores_underflow():
