@@ -35,7 +35,7 @@ def test_claim_names_what_does_not_hold_only_when_unsupported():
 
 
 def test_every_study_states_claims_from_rows():
-  assert set(STUDIES) == {'grad_flow', 'impulse', 'long_range', 'throughput', 'text'}
+  assert {'grad_flow', 'impulse', 'long_range', 'throughput', 'text'} <= set(STUDIES)
   for s in STUDIES.values():
     assert s.claims([]) == []          # no rows, no claim
 
