@@ -106,11 +106,12 @@ MODELS: dict[str, Callable[[ModelConfig, nnx.Rngs], nnx.Module]] = {
 # equal to the reference on outputs and gradients. 'auto' picks the first.
 KERNELS: dict[str, tuple[str, ...]] = {
     'rnn': ('scan',),
-    'lstm': ('scan', 'fused'),                  # fused: seqlab.models.fused_rnn
+    'lstm': ('scan', 'fused', 'cudnn'),         # fused: fused_rnn; cudnn: vendor_kernels
     'gru': ('scan', 'fused'),
     'lru': ('parallel', 'sequential'),          # chunked associative scan | lax.scan
     'mingru': ('parallel', 'sequential'),
-    'transformer': ('einsum', 'blocked', 'jax'),  # blocked: seqlab.models.blocked_attention
+    'transformer': ('einsum', 'blocked', 'jax', 'cudnn', 'pallas'),  # blocked_attention.py;
+                                                # cudnn, pallas: vendor_kernels.py
 }
 
 

@@ -55,6 +55,19 @@ def _blocked(q, k, v, causal):  # online-softmax blocks, O(T) memory (blocked_at
 ATTENTION_IMPLS['blocked'] = _blocked
 
 
+def _cudnn(q, k, v, causal):  # GPU, bf16/fp16; else XLA's, with a note (vendor_kernels.py)
+  from seqlab.models import vendor_kernels
+  return vendor_kernels.cudnn_attention(q, k, v, causal)
+
+
+def _pallas(q, k, v, causal):  # TPU flash attention; else XLA's, with a note
+  from seqlab.models import vendor_kernels
+  return vendor_kernels.pallas_attention(q, k, v, causal)
+
+
+ATTENTION_IMPLS.update(cudnn=_cudnn, pallas=_pallas)
+
+
 class MultiHeadAttention(nnx.Module):
   def __init__(self, width: int, heads: int, *, rngs: nnx.Rngs, impl: str = 'einsum'):
     if width % heads:

@@ -103,7 +103,7 @@ class RecurrentLayer(nnx.Module):
     self.hidden = hidden
     self.unroll = unroll
     # 'scan' is the reference below; 'fused' is fast_rnn's custom-vjp scan (lstm, gru).
-    self.impl = impl if cell in ('lstm', 'gru') else 'scan'
+    self.impl = impl if cell in ('lstm', 'gru') else 'scan'   # resolved: seqlab.models.KERNELS
     g = CELLS[cell].gates * hidden
     self.w_ih = nnx.Param(jax.nn.initializers.lecun_normal()(rngs.params(), (in_features, g)))
     bias = jnp.zeros((g,))
@@ -143,6 +143,12 @@ class RecurrentLayer(nnx.Module):
     return jnp.swapaxes(h_TxBxH, 0, 1), state_T
 
   def __call__(self, x_BxTxD: Array, state0=None):
+    if self.impl == 'cudnn':   # the LSTM through cuDNN (seqlab.models.vendor_kernels)
+      from seqlab.models import vendor_kernels
+      if state0 is None:
+        state0 = self.zero_state(x_BxTxD.shape[0], x_BxTxD.dtype)
+      return vendor_kernels.cudnn_lstm(self.w_ih[...], self.b[...], self.w_hh[...], x_BxTxD,
+                                       state0)
     if self.impl == 'fused':
       from seqlab.models import fused_rnn
       if state0 is None:

@@ -1,0 +1,100 @@
+"""Kernels JAX already ships for accelerators, behind seqlab's kernel switch:
+
+  lstm        'cudnn'   cuDNN's LSTM through jax.experimental.rnn.lstm (GPU)
+  transformer 'cudnn'   jax.nn.dot_product_attention(implementation='cudnn') (GPU,
+                        bfloat16 / float16)
+  transformer 'pallas'  Pallas flash attention for TPU (jax.experimental.pallas.ops.tpu)
+
+Where a backend cannot serve (another platform, float32 for cuDNN attention) the layer
+runs the backend's own reference instead and says so once in a `note:` line:
+jax.experimental.rnn.lstm_ref for the LSTM (the same torch.nn.LSTM weight layout and
+maths), XLA's dot_product_attention for attention. The tests check the weight packing
+against lstm_ref and seqlab's scan, and the Pallas kernel in interpret mode on a CPU,
+on outputs and gradients.
+
+Shape letters: B batch, T time, D input width, H hidden, G = 4H gates, N heads, K head size.
+"""
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+Array = jax.Array
+_NOTED: set = set()
+
+
+def note_once(key: str, text: str) -> None:
+  """One `note:` line per process for each fallback (traced code runs this at trace time)."""
+  if key not in _NOTED:
+    _NOTED.add(key)
+    print(f'note: {text}', flush=True)
+
+
+def platform() -> str:
+  return jax.default_backend()
+
+
+# ------------------------------------------------------------------------------- LSTM
+def pack_lstm(w_ih_DxG: Array, w_hh_HxG: Array, b_G: Array) -> Array:
+  """seqlab's LSTM weights as cuDNN's flat vector (torch.nn.LSTM's layout: W_ih [G, D],
+  W_hh [G, H], b_ih [G], b_hh [G], gates i, f, g, o in both). seqlab has one bias; it
+  goes to b_ih and b_hh is zero."""
+  return jnp.concatenate([w_ih_DxG.T.reshape(-1), w_hh_HxG.T.reshape(-1), b_G.reshape(-1),
+                          jnp.zeros_like(b_G).reshape(-1)])
+
+
+def cudnn_lstm(w_ih_DxG: Array, b_G: Array, w_hh_HxG: Array, x_BxTxD: Array, state0):
+  """One LSTM layer: (h [B, T, H], (h_T, c_T)), on cuDNN on a GPU, else lstm_ref."""
+  from jax.experimental import rnn
+  h0_BxH, c0_BxH = state0
+  b, t, d = x_BxTxD.shape
+  h = w_hh_HxG.shape[0]
+  seq_lengths = jnp.full((b,), t, jnp.int32)
+  if platform() == 'gpu':
+    y, h_n, c_n = rnn.lstm(x_BxTxD, h0_BxH[None], c0_BxH[None],
+                           pack_lstm(w_ih_DxG, w_hh_HxG, b_G), seq_lengths, d, h, 1, 0.0, False)
+  else:
+    note_once('cudnn-lstm', f'model.kernel=cudnn for the LSTM needs a GPU; on {platform()} it '
+                            f'runs jax.experimental.rnn.lstm_ref (the same layout and maths)')
+    y, h_n, c_n = rnn.lstm_ref(x_BxTxD, h0_BxH[None], c0_BxH[None], {0: w_ih_DxG.T},
+                               {0: w_hh_HxG.T}, {0: b_G}, {0: jnp.zeros_like(b_G)},
+                               seq_lengths, d, h, 1, 0.0, False)
+  return y, (h_n[0], c_n[0])
+
+
+# -------------------------------------------------------------------------- attention
+def cudnn_attention_serves(dtype, on: str | None = None) -> bool:
+  """cuDNN's fused attention runs on a GPU in bfloat16 or float16 only."""
+  return (on or platform()) == 'gpu' and jnp.dtype(dtype) in (jnp.bfloat16, jnp.float16)
+
+
+def cudnn_attention(q_BxTxNxK: Array, k_BxSxNxK: Array, v_BxSxNxK: Array, causal: bool) -> Array:
+  if cudnn_attention_serves(q_BxTxNxK.dtype):
+    return jax.nn.dot_product_attention(q_BxTxNxK, k_BxSxNxK, v_BxSxNxK, is_causal=causal,
+                                        implementation='cudnn')
+  note_once(f'cudnn-attention-{q_BxTxNxK.dtype}',
+            f'model.kernel=cudnn attention needs a GPU and bfloat16/float16; with '
+            f'{q_BxTxNxK.dtype} on {platform()} it runs XLA\'s dot_product_attention')
+  return jax.nn.dot_product_attention(q_BxTxNxK, k_BxSxNxK, v_BxSxNxK, is_causal=causal,
+                                      implementation='xla')
+
+
+def pallas_flash_attention(q_BxTxNxK: Array, k_BxSxNxK: Array, v_BxSxNxK: Array,
+                           causal: bool) -> Array:
+  """Pallas' TPU flash attention on [B, T, N, K] (it takes [B, N, T, K]); its blocks need
+  T a multiple of 128."""
+  from jax.experimental.pallas.ops.tpu import flash_attention as fa
+  to_bntk = lambda x: x.transpose(0, 2, 1, 3)
+  o_BxNxTxK = fa.flash_attention(to_bntk(q_BxTxNxK), to_bntk(k_BxSxNxK), to_bntk(v_BxSxNxK),
+                                 causal=causal, sm_scale=1.0 / np.sqrt(q_BxTxNxK.shape[-1]))
+  return o_BxNxTxK.transpose(0, 2, 1, 3)
+
+
+def pallas_attention(q_BxTxNxK: Array, k_BxSxNxK: Array, v_BxSxNxK: Array, causal: bool) -> Array:
+  if platform() == 'tpu':
+    return pallas_flash_attention(q_BxTxNxK, k_BxSxNxK, v_BxSxNxK, causal)
+  note_once('pallas-attention', f'model.kernel=pallas attention needs a TPU; on {platform()} '
+                                f'it runs XLA\'s dot_product_attention')
+  return jax.nn.dot_product_attention(q_BxTxNxK, k_BxSxNxK, v_BxSxNxK, is_causal=causal,
+                                      implementation='xla')
