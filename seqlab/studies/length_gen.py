@@ -199,6 +199,7 @@ def table(rows) -> str:
 # ------------------------------------------------------------------------------ figure
 def figure(rows, out_stem: str) -> list[str]:
   import matplotlib.pyplot as plt
+  from matplotlib.ticker import NullFormatter
   plot_style.apply()
   rs = ratios(rows)
   task_names = list(dict.fromkeys(r['task'] for r in rows))
@@ -220,6 +221,7 @@ def figure(rows, out_stem: str) -> list[str]:
     ax.set_xscale('log')
     ax.set_yscale('log')
     plot_style.plain_log_labels(ax, 'y')
+    ax.yaxis.set_minor_formatter(NullFormatter())   # label the decades only
     plot_style.log_ticks(ax, [m * t_of[task] for by_m in rs.values() for m in by_m])
     ax.set_title(f'{task} (trained at T={t_of[task]})')
     ax.set_xlabel('evaluation length')

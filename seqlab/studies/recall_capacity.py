@@ -43,6 +43,7 @@ CAPTIONS = {
 
 SOLVED_ACCURACY = 0.9    # solved: held-out query accuracy >= 0.9
 MATCH_TOLERANCE = 0.05   # a model matches attention within 0.05 of attention's best accuracy
+ATTENTION_LEARNED = 0.5  # a state size is read off only where attention's recall >= 0.5
 FALLS_BY = 0.1           # recall at the most pairs at least 0.1 below recall at the fewest
 FLOAT_BYTES = 4
 STATE_FLOATS_PER_WIDTH = {'rnn': 1, 'gru': 1, 'mingru': 1, 'lstm': 2, 'lru': 2}
@@ -266,7 +267,9 @@ def figures(rows, out_dir: str) -> list[str]:
         ax.plot(*zip(*pts), color=plot_style.color(m), marker=plot_style.marker(m), label=m)
     ax.axhline(1.0 / p, color='k', lw=0.6, ls=':', label='guess 1/P')
     ax.set_xscale('log', base=2)
-    plot_style.plain_log_labels(ax, 'x')
+    ticks = sorted({b[k]['state_bytes'] for k in b if k[1] == p})
+    ax.set_xticks(ticks, [_bytes(v).replace(' ', '\n') for v in ticks])
+    ax.minorticks_off()
     ax.set_ylim(0, 1.02)
     ax.set_title(f'P={p} pairs')
     ax.set_xlabel('state bytes / example')
@@ -299,8 +302,8 @@ def matching_state(rows) -> dict:
     if m.split(':')[0] == 'transformer':
       continue
     for p in pairs:
-      if att[p] is None:
-        continue
+      if att[p] is None or recall(att[p], p) < ATTENTION_LEARNED:
+        continue                     # attention did not learn it: nothing to match
       ok = sorted(b[(m, p, d)]['state_bytes'] for d in widths if (m, p, d) in b
                   and b[(m, p, d)]['accuracy'] is not None
                   and b[(m, p, d)]['accuracy'] >= att[p] - MATCH_TOLERANCE)
@@ -345,12 +348,17 @@ def claims(rows) -> list[study.Claim]:
         f'by more than {FALLS_BY:g}. ' + '; '.join(evidence) + '.'))
   if att and rec:
     ms = matching_state(rows)
-    words = []
+    words = [f'none for P={p}: attention did not learn it (recall '
+             f'{_fmt(None if a is None else recall(a, p))} < {ATTENTION_LEARNED:g})'
+             for p, a in ms['attention'].items()
+             if a is None or recall(a, p) < ATTENTION_LEARNED]
     for m in rec:
-      words.append(f'{m}: ' + ', '.join(
-          f'P={p} ' + ('no width tried' if ms['match'].get((m, p)) is None
-                       else _bytes(ms['match'][(m, p)]))
-          for p in pairs if (m, p) in ms['match']))
+      found = ', '.join(f'P={p} ' + ('not within the widths tried'
+                                     if ms['match'].get((m, p)) is None
+                                     else _bytes(ms['match'][(m, p)]))
+                        for p in pairs if (m, p) in ms['match'])
+      if found:
+        words.append(f'{m}: {found}')
     kv = {p: min((b[(m, p, d)]['state_bytes'] for m in att for d in widths
                   if (m, p, d) in b), default=None) for p in pairs}
     out.append(study.Claim(
