@@ -134,6 +134,9 @@ flags.DEFINE_string('runtime_version', 'tpu-ubuntu2204-base', 'TPU VM software v
 flags.DEFINE_bool('queued_resource', False, 'Create --tpu through a queued resource.')
 flags.DEFINE_bool('dry_run', False, 'With --tpu: print the gcloud commands, run none.')
 flags.DEFINE_string('fetch_to', '.', 'With --tpu: local folder the workdir is copied into.')
+flags.DEFINE_bool('tpu_install', True, 'With --tpu: make a venv and install the packages on '
+                  'every worker; --notpu_install skips it (an image that has them, or the '
+                  'simulated pod of seqlab/infra/fake_pod.py).')
 FLAGS = flags.FLAGS
 CHECK_ONLY = False   # --only_check_args: every check a real run makes, then exit 0
 
@@ -270,7 +273,7 @@ def main(argv):
     from seqlab.infra import tpu_launch
     spec = tpu_launch.TpuSpec(FLAGS.tpu, FLAGS.zone, FLAGS.project, FLAGS.accelerator_type,
                               FLAGS.runtime_version, FLAGS.queued_resource, FLAGS.dry_run,
-                              FLAGS.fetch_to)
+                              FLAGS.fetch_to, install=FLAGS.tpu_install)
     sys.exit(tpu_launch.main(spec, sys.argv[1:], workdir, HERE))
   try:
     sweep.open_workdir(config, workdir, override=FLAGS.override)

@@ -93,11 +93,19 @@ def test_missing_vm_is_created_and_a_failed_step_stops(capsys):
   assert rc == 1
   assert gcloud.calls[1][:5] == ['gcloud', 'compute', 'tpus', 'tpu-vm', 'create']
   assert 'pip install' in ' '.join(gcloud.calls[-1])  # nothing after the failing step
-  assert 'step "install on every worker" failed' in capsys.readouterr().err
+  assert 'step "unpack and install on every worker" failed' in capsys.readouterr().err
+
+
+def test_notpu_install_unpacks_only():
+  steps = dict(tpu_launch.plan(spec(install=False), [], 'runs/x', ROOT))
+  assert 'unpack and install on every worker' not in steps
+  unpack = next(a for a in steps['unpack on every worker'] if a.startswith('--command='))
+  assert 'tar xzf' in unpack and 'pip' not in unpack and 'venv' not in unpack
 
 
 def test_remote_args_drop_launcher_flags():
   assert tpu_launch.remote_launch_args(
       ['--tpu=a', '--zone=z', '--noqueued_resource', '--dry_run', '--project=p',
+       '--notpu_install',
        '--models=lstm', '--config.train.steps=5']) == [
            '--models=lstm', '--config.train.steps=5', '--distributed']

@@ -10,7 +10,8 @@ them all and runs none):
   2. pack the code (git-tracked files, no .venv or runs/) and copy it to every worker
      (`tpu-vm scp --worker=all`);
   3. on every worker: unpack, make a venv, install requirements.txt and jax[tpu] at
-     the same version;
+     the same version (--notpu_install: unpack only, for an image that has the packages,
+     and for the simulated pod in seqlab/infra/fake_pod.py);
   4. on every worker: the same launch.py command plus --distributed (jax.distributed
      finds the pod's coordinator from the TPU metadata), started under nohup so a
      dropped ssh connection does not stop the sweep;
@@ -33,7 +34,7 @@ REMOTE_DIR = 'seqlab'                  # under the worker's home directory
 ARCHIVE = '/tmp/seqlab-code.tar.gz'    # the code, packed locally
 # Flags that configure the launch itself and are not passed to the workers.
 LAUNCHER_FLAGS = ('tpu', 'zone', 'project', 'accelerator_type', 'runtime_version',
-                  'queued_resource', 'dry_run', 'fetch_to')
+                  'queued_resource', 'dry_run', 'fetch_to', 'tpu_install')
 
 
 @dataclasses.dataclass(frozen=True)
@@ -46,6 +47,7 @@ class TpuSpec:
   queued_resource: bool = False         # create through a queued resource
   dry_run: bool = False                 # print the gcloud commands, run nothing
   fetch_to: str = '.'                   # local folder the workdir is copied into
+  install: bool = True                  # make a venv and pip install on every worker
 
 
 def _common(spec: TpuSpec) -> list[str]:
@@ -110,9 +112,9 @@ def remote_launch_args(argv: list[str]) -> list[str]:
 def plan(spec: TpuSpec, argv: list[str], workdir: str, root: str) -> list[tuple[str, list[str]]]:
   """(what, command) for steps 2-6; steps 1 (describe/create) depend on the answer."""
   d = REMOTE_DIR
-  setup = (f'mkdir -p ~/{d} && tar xzf ~/{os.path.basename(ARCHIVE)} -C ~/{d} && cd ~/{d} && '
-           f'python3 -m venv .venv && .venv/bin/pip install -q -r requirements.txt '
-           f'"jax[tpu]=={jax_version(root)}"')
+  unpack = f'mkdir -p ~/{d} && tar xzf ~/{os.path.basename(ARCHIVE)} -C ~/{d}'
+  install = (f' && cd ~/{d} && python3 -m venv .venv && .venv/bin/pip install -q -r '
+             f'requirements.txt "jax[tpu]=={jax_version(root)}"') if spec.install else ''
   args = ' '.join(shlex.quote(a) for a in ['.venv/bin/python', 'launch.py',
                                            *remote_launch_args(argv)])
   inner = f'{args} & echo $! > launch.pid; wait $!; echo $? > launch.rc'
@@ -124,7 +126,8 @@ def plan(spec: TpuSpec, argv: list[str], workdir: str, root: str) -> list[tuple[
             f'exit $(cat launch.rc 2>/dev/null || echo 1)')
   steps = [('pack the code', pack_cmd(root)),
            ('copy it to every worker', scp_cmd(spec, ARCHIVE, f'{spec.name}:~/', 'all')),
-           ('install on every worker', ssh_cmd(spec, setup)),
+           ('unpack and install on every worker' if spec.install else 'unpack on every worker',
+            ssh_cmd(spec, unpack + install)),
            ('start the run on every worker', ssh_cmd(spec, run)),
            ("stream process 0's log", ssh_cmd(spec, stream, worker='0'))]
   if workdir.startswith('gs://'):
@@ -179,6 +182,10 @@ def main(spec: TpuSpec, argv: list[str], workdir: str, root: str, *,
     say(what, cmd)
     rc = runner(cmd).returncode
     if rc != 0:
-      print(f'error: step "{what}" failed with exit status {rc}', file=sys.stderr)
+      hint = ''
+      if what == "stream process 0's log":  # the run itself stopped (or was stopped)
+        hint = (f' (the run on worker 0; its log is ~/{REMOTE_DIR}/launch.log there); finished '
+                f'points and checkpoints are kept in the workdir: run the same command to resume')
+      print(f'error: step "{what}" failed with exit status {rc}{hint}', file=sys.stderr)
       return 1
   return 0
