@@ -89,6 +89,8 @@ if __name__ == '__main__':
   # stderr carries only the one error line: jax's platform probing ("Unable to
   # initialize backend 'tpu'") logs at INFO through absl's handler, so keep INFO off.
   logging.getLogger('jax').setLevel(logging.WARNING)
+  # gcsfs logs each failed retry with its traceback; the error that follows is one line.
+  logging.getLogger('gcsfs').setLevel(logging.CRITICAL)
   os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')   # XLA's C++ start-up lines
   check_config_args(sys.argv)
 

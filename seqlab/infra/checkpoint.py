@@ -32,6 +32,7 @@ from absl import logging as absl_logging
 from orbax.checkpoint import checkpoint_managers
 
 from seqlab.infra import storage
+from seqlab.infra.writer import WriteError
 
 
 class _QuietOrbax(logging.Filter):
@@ -41,9 +42,11 @@ class _QuietOrbax(logging.Filter):
   def filter(self, record):
     if '/orbax/' not in record.pathname:
       return True
-    # A read-only manager (seqlab.evaluate) is asked for on purpose: no warning about it.
-    return record.levelno >= logging.WARNING and 'read only' not in record.getMessage() \
-        and 'read_only=True' not in record.getMessage()
+    # A read-only manager (seqlab.evaluate) is asked for on purpose: no warning about it;
+    # a save's failure in orbax's thread is raised again in save(), which says it in one line.
+    message = record.getMessage()
+    return record.levelno >= logging.WARNING and not any(
+        m in message for m in ('read only', 'read_only=True', 'raised an exception'))
 
 
 absl_logging.get_absl_handler().addFilter(_QuietOrbax())
@@ -112,8 +115,14 @@ class CheckpointManager:
     if step in self._mgr.all_steps():
       return  # already saved (e.g. a final save right after a periodic one)
     metrics = None if metrics is None else {k: float(v) for k, v in metrics.items()}
-    self._mgr.save(int(step), args=ocp.args.StandardSave(state), metrics=metrics, force=True)
-    self._mgr.wait_until_finished()
+    try:
+      self._mgr.save(int(step), args=ocp.args.StandardSave(state), metrics=metrics, force=True)
+      self._mgr.wait_until_finished()
+    except Exception as e:  # orbax, tensorstore and gcsfs raise many types (disk, network)
+      why = ' '.join(str(e).split())[:200] or type(e).__name__
+      raise WriteError(f'could not save checkpoint step {step} in {self.directory} '
+                       f'({type(e).__name__}: {why}); the checkpoints saved before it are '
+                       f'kept. Fix the cause and run the same command again to resume') from None
 
   def restore_latest(self, abstract_state):
     """(state, step) from the newest checkpoint that restores, or None when there is
