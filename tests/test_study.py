@@ -239,3 +239,17 @@ def test_impulse_claim_is_measured_at_the_longest_t_mean_over_seeds():
   (c,) = impulse.claims(rows)
   assert c.verdict == study.MEASURED
   assert 'T=8' in c.evidence and 'lru 0.4' in c.evidence and 'rnn 0.01' in c.evidence
+
+
+def test_adding_claim_judges_the_transformer_too():
+  rows = [lr_row('adding', 'rnn', 50, 0.9), lr_row('adding', 'lstm', 50, 0.01),
+          lr_row('adding', 'transformer', 50, 0.5)]
+  c = only(long_range.claims(rows), 'Adding problem')
+  assert c.verdict == P and 'Does not hold: transformer solves it at every T.' in c.evidence
+
+
+def test_adding_claim_thresholds_are_strict():
+  """Exactly AT_CHANCE is not 'near chance'; exactly SOLVED_FRACTION is not solved."""
+  at = [lr_row('adding', 'rnn', 50, long_range.AT_CHANCE, chance=1.0),
+        lr_row('adding', 'lstm', 50, long_range.SOLVED_FRACTION, chance=1.0)]
+  assert only(long_range.claims(at), 'Adding problem').verdict == N
