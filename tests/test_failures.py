@@ -244,3 +244,75 @@ def test_workdir_full_disk_or_not_writable_is_one_line_and_nothing_left(tmp_path
   with pytest.raises(sweep.ConfigError, match='is not writable by this user'):
     sweep.open_workdir(c, str(tmp_path / 'w2'))
   assert not (tmp_path / 'w2').exists()
+
+
+EMULATOR = """
+import sys, time
+sys.path.insert(0, sys.argv[4])
+import gcs_emulator  # its download handler sends the generation headers tensorstore needs
+from gcp_storage_emulator import server
+server.create_server('localhost', int(sys.argv[1]), in_memory=False, default_bucket=sys.argv[2],
+                     data_dir=sys.argv[3]).start()
+while True:
+  time.sleep(3600)
+"""
+
+
+def start_emulator(port, data_dir):
+  """A Cloud Storage emulator that keeps its objects in data_dir, so it can die and come
+  back with them (tests/gcs_emulator.py's fixture keeps them in memory)."""
+  import socket
+  for _ in range(60):   # a restart may find the port still held for a moment: try again
+    p = subprocess.Popen([sys.executable, '-c', EMULATOR, str(port), 'seqlab-faults',
+                          str(data_dir), os.path.join(ROOT, 'tests')],
+                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    while p.poll() is None:
+      try:
+        socket.create_connection(('localhost', port), timeout=1).close()
+        return p
+      except OSError:
+        time.sleep(0.1)
+    time.sleep(1)
+  raise RuntimeError('the storage emulator did not start')
+
+
+def test_bucket_that_dies_mid_run_and_comes_back(tmp_path, reference):
+  import socket
+  with socket.socket() as s:
+    s.bind(('localhost', 0))
+    port = s.getsockname()[1]
+  url = f'http://localhost:{port}'
+  env = dict(ENV, STORAGE_EMULATOR_HOST=url, TENSORSTORE_GCS_HTTP_URL=url,
+             GOOGLE_AUTH_TOKEN_FOR_TESTING='x', GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT='false')
+  data = tmp_path / 'bucket'
+  ckpts = data / '.cloudstorage' / 'seqlab-faults' / 'w' / POINT / 'checkpoints'
+  emulator = start_emulator(port, data)
+  try:
+    cmd = command('gs://seqlab-faults/w')
+    p = subprocess.Popen(cmd, env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                         text=True)
+    saves = random.Random(SEED + 4).randint(2, 4)   # checkpoints written before it dies
+    wait_for(p, lambda: ckpts.is_dir() and len(os.listdir(ckpts)) >= saves, f'{saves} saves')
+    emulator.kill()
+    emulator.wait()
+    out, err = p.communicate(timeout=300)   # tensorstore and gcsfs retry for about a minute
+    assert p.returncode == 1, err
+    # tensorstore's C++ log names the test-only token; everything else is the one line
+    lines = [l for l in err.splitlines() if 'GOOGLE_AUTH_TOKEN_FOR_TESTING' not in l]
+    assert len(lines) == 1 and lines[0].startswith('error: could not '), err
+    assert 'run the same command again to resume' in lines[0]
+    emulator = start_emulator(port, data)   # the bucket is back, with what it held
+    r = subprocess.run(cmd, env=env, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    step = int(r.stdout.split('resuming from checkpoint step ')[1].split()[0])
+    assert step >= 10 * (saves - 1)   # every save completed before the outage was kept
+    os.environ.update({k: env[k] for k in ('STORAGE_EMULATOR_HOST', 'TENSORSTORE_GCS_HTTP_URL',
+                                           'GOOGLE_AUTH_TOKEN_FOR_TESTING')})
+    try:
+      assert_bitwise(reference / POINT, f'gs://seqlab-faults/w/{POINT}')
+    finally:
+      for k in ('STORAGE_EMULATOR_HOST', 'TENSORSTORE_GCS_HTTP_URL',
+                'GOOGLE_AUTH_TOKEN_FOR_TESTING'):
+        os.environ.pop(k, None)
+  finally:
+    emulator.kill()

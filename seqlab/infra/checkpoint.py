@@ -51,6 +51,17 @@ class _QuietOrbax(logging.Filter):
 
 absl_logging.get_absl_handler().addFilter(_QuietOrbax())
 
+# tensorstore retries a failed bucket request 32 times with delays up to 32 s: a bucket
+# that stops answering would hold a save for about 15 minutes with nothing said. Retry
+# for about a minute instead, then save() fails with one line and the run can be resumed.
+GCS_REQUEST_RETRIES = {'max_retries': 6, 'initial_delay': '1s', 'max_delay': '16s'}
+try:
+  from orbax.checkpoint._src.serialization import tensorstore_utils as _ts_utils
+  for _context in (_ts_utils._BASE_TS_CONTEXT, _ts_utils._DEFAULT_OCDBT_TS_CONTEXT):
+    _context.setdefault('gcs_request_retries', GCS_REQUEST_RETRIES)
+except (ImportError, AttributeError):  # another orbax layout: keep tensorstore's default
+  pass
+
 
 def abstract(state):
   """Pytree of jax.ShapeDtypeStruct (with each leaf's sharding) describing `state`."""
