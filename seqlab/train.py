@@ -65,7 +65,7 @@ def make_optimizer(tc) -> optax.GradientTransformation:
 def make_train_step(graphdef, task: tasks.Task, tx: optax.GradientTransformation):
   def train_step(state, batch):
     def loss_fn(params):
-      outputs = nnx.merge(graphdef, params)(batch['inputs'])
+      outputs = models.merge(graphdef, params)(batch['inputs'])   # compute dtype
       return tasks.loss_and_metrics(task, outputs, batch)
 
     (loss, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(state['params'])
@@ -86,7 +86,7 @@ def make_train_step(graphdef, task: tasks.Task, tx: optax.GradientTransformation
 
 def make_eval_step(graphdef, task: tasks.Task):
   def eval_step(params, batch):
-    outputs = nnx.merge(graphdef, params)(batch['inputs'])
+    outputs = models.merge(graphdef, params)(batch['inputs'])
     return tasks.loss_and_metrics(task, outputs, batch)[1]
 
   return eval_step
@@ -261,6 +261,11 @@ def train(config, workdir: str, *, verbose: bool = True, return_params: bool = F
         f'done in {result["wall_s"]:.1f}s')
   if writer.is_writer():
     writer.write_json(os.path.join(workdir, 'result.json'), result)
+  if stop.requested:  # the signal came after the last step: this point is done, stop here
+    line = f'{tag} {stop.name}: finished this point; run the same command to go on'
+    print(f'interrupted: {line}' if stop.exit_status() else line,
+          file=sys.stderr if stop.exit_status() else sys.stdout, flush=True)
+    sys.exit(stop.exit_status())
   if return_params:
     return result, graphdef, jax.device_get(state['params'])
   return result
