@@ -199,7 +199,8 @@ def train(config, workdir: str, *, verbose: bool = True, return_params: bool = F
   with preemption.Preemption(notice=print if writer.is_writer() else say) as stop:
     for step in range(first_step, tc.steps):
       state, metrics = compiled.train_step(state, batch_at(step))
-      if step == first_step:
+      if step == first_step:  # wait once: the steady-state clock starts after compile
+        jax.block_until_ready(metrics['loss'])
         progress.compiled()
       if pending is not None:
         diverged = log_pending()
@@ -215,8 +216,9 @@ def train(config, workdir: str, *, verbose: bool = True, return_params: bool = F
         pending = None
         if diverged:
           break
-        log.flush()  # a bucket's metrics.jsonl is rewritten, not appended: keep it up to date
-        ckpt.save(step + 1, state, val_loss(state['params']))
+        with progress.paused():
+          log.flush()  # a bucket's metrics.jsonl is rewritten, not appended: keep it current
+          ckpt.save(step + 1, state, val_loss(state['params']))
         if stop.requested:
           log.close()
           ckpt.close()

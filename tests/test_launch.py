@@ -123,7 +123,7 @@ def test_rerun_runs_chosen_points_again_and_keeps_the_rest(tmp_path):
   p = launch(*TINY, '--models=rnn,gru', f'--workdir={w}', cwd=tmp_path)
   assert p.returncode == 0, p.stderr
   # the progress line: compile time once per point, then steady-state tok/s and time left
-  assert p.stdout.count('compiled and dispatched step 1 in') == 2
+  assert p.stdout.count('compiled and ran step 1 in') == 2
   assert 'tok/s  elapsed' in p.stdout and ' left 0:00:' in p.stdout
   rows = {r['point']: r for r in map(json.loads, open(w / 'results.jsonl'))}
   rnn_dir = os.listdir(w / 'rnn-adding-T10-s0')
