@@ -11,6 +11,8 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from seqlab import models
+
 Array = jax.Array
 
 
@@ -25,7 +27,7 @@ def make_step(graphdef, temperature: float):
   """A jitted (params, token [B], cache, key) -> (next token [B], cache) step; the cache
   is donated, so its buffers are reused in place."""
   def step(params, token_B, cache, key):
-    logits_BxV, cache = nnx.merge(graphdef, params).decode(token_B, cache)
+    logits_BxV, cache = models.merge(graphdef, params).decode(token_B, cache)
     return next_token(logits_BxV, key, temperature), cache
 
   return jax.jit(step, donate_argnums=2)

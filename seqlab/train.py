@@ -65,7 +65,7 @@ def make_optimizer(tc) -> optax.GradientTransformation:
 def make_train_step(graphdef, task: tasks.Task, tx: optax.GradientTransformation):
   def train_step(state, batch):
     def loss_fn(params):
-      outputs = nnx.merge(graphdef, params)(batch['inputs'])
+      outputs = models.merge(graphdef, params)(batch['inputs'])   # compute dtype
       return tasks.loss_and_metrics(task, outputs, batch)
 
     (loss, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(state['params'])
@@ -86,7 +86,7 @@ def make_train_step(graphdef, task: tasks.Task, tx: optax.GradientTransformation
 
 def make_eval_step(graphdef, task: tasks.Task):
   def eval_step(params, batch):
-    outputs = nnx.merge(graphdef, params)(batch['inputs'])
+    outputs = models.merge(graphdef, params)(batch['inputs'])
     return tasks.loss_and_metrics(task, outputs, batch)[1]
 
   return eval_step

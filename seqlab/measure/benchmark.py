@@ -52,6 +52,7 @@ class BenchConfig:
   warmup: int = 2            # untimed steps after compile
   max_step_s: float = 5.0    # a warm-up step slower than this records 'timeout'
   unroll: int = 4            # lax.scan unroll of every recurrent layer, flax's included
+  dtype: str = 'float32'     # compute dtype (models.DTYPES); parameters and Adam in float32
 
 
 # ------------------------------------------------------------------------------ layers
@@ -78,6 +79,16 @@ class _Block(nnx.Module):
 
   def __call__(self, e):
     return self.block(e, causal=True)
+
+
+def split_dtype(name: str, default: str = 'float32') -> tuple[str, str]:
+  """'lstm:fused/bfloat16' -> ('lstm:fused', 'bfloat16'): a layer measured in another
+  compute dtype than bench.dtype (parameters and Adam stay float32)."""
+  layer, slash, dtype = name.partition('/')
+  if slash and dtype not in models.DTYPES:
+    raise ValueError(f'model {name!r}: the dtype after / must be one of '
+                     f'{", ".join(models.DTYPES)}, e.g. lstm:fused/bfloat16')
+  return layer, dtype if slash else default
 
 
 def split_devices(name: str) -> tuple[str, int]:
@@ -251,7 +262,8 @@ def jax_step(name: str, bc: BenchConfig, seq_len: int):
     e_BxTxD = jax.device_put(e_BxTxD, sharding.data_sharded(mesh))
 
   def loss_fn(params, e):
-    return jnp.mean(nnx.merge(graphdef, params, rest)(e) ** 2)
+    out = models.merge(graphdef, params, rest, dtype=bc.dtype)(e.astype(bc.dtype))
+    return jnp.mean(out.astype(jnp.float32) ** 2)
 
   def train_step(params, opt_state, e):
     loss, grads = jax.value_and_grad(loss_fn)(params, e)
@@ -259,7 +271,7 @@ def jax_step(name: str, bc: BenchConfig, seq_len: int):
     return optax.apply_updates(params, updates), opt_state, loss
 
   def infer(params, e):
-    return nnx.merge(graphdef, params, rest)(e)
+    return models.merge(graphdef, params, rest, dtype=bc.dtype)(e.astype(bc.dtype))
 
   return train_step, infer, params, opt_state, e_BxTxD
 
@@ -321,10 +333,17 @@ def torch_available() -> bool:
 
 
 def measure_torch(name: str, bc: BenchConfig, seq_len: int) -> dict:
-  """torch.nn.LSTM or an SDPA attention layer, Adam step, same shapes, same threads."""
+  """torch.nn.LSTM or an SDPA attention layer, Adam step, same shapes, same threads; on
+  CUDA when torch sees a GPU (cuDNN's LSTM, its fused SDPA); in bc.dtype through
+  torch.autocast (float32 parameters, as seqlab's mixed precision)."""
+  import contextlib
   import torch
   torch.set_num_threads(usable_cores())
   torch.manual_seed(0)
+  device = 'cuda' if torch.cuda.is_available() else 'cpu'
+  autocast = (contextlib.nullcontext if bc.dtype == 'float32' else
+              lambda: torch.autocast(device, dtype=getattr(torch, bc.dtype)))
+  sync = torch.cuda.synchronize if device == 'cuda' else (lambda: None)
   d = bc.hidden
   if name == 'torch_lstm':
     net = torch.nn.LSTM(d, d, batch_first=True)
@@ -339,20 +358,24 @@ def measure_torch(name: str, bc: BenchConfig, seq_len: int) -> dict:
       q_, k_, v_ = qkv(e).view(b, t, 3, bc.heads, k).permute(2, 0, 3, 1, 4)
       o = torch.nn.functional.scaled_dot_product_attention(q_, k_, v_, is_causal=True)
       return out(o.transpose(1, 2).reshape(b, t, d))
+  net = net.to(device)
   opt = torch.optim.Adam(net.parameters(), lr=1e-3)
-  e = torch.randn(bc.batch, seq_len, d)
+  e = torch.randn(bc.batch, seq_len, d, device=device)
 
   def train_step():
     opt.zero_grad(set_to_none=True)
-    loss = (fwd(e) ** 2).mean()
+    with autocast():
+      loss = (fwd(e).float() ** 2).mean()
     loss.backward()
     opt.step()
+    sync()
 
   def infer():
-    with torch.no_grad():
+    with torch.no_grad(), autocast():
       fwd(e)
+    sync()
 
-  # torch runs eagerly: each call returns when its work is done
+  # torch runs eagerly on a CPU (a call returns when its work is done); on CUDA, sync()
   return dict(step_s=_median_time(train_step, (), bc), infer_s=_median_time(infer, (), bc),
               compile_s=0.0, peak_memory_bytes=None)
 
@@ -367,10 +390,12 @@ def _row(name: str, bc: BenchConfig, seq_len: int) -> dict:
 
 def measure(name: str, bc: BenchConfig, seq_len: int, ceilings: dict) -> dict:
   """One results line; 'status' is ok, oom or timeout (the sweep goes on). ceilings:
-  matmul_ceilings(), measured once per run."""
-  row = _row(name, bc, seq_len)
+  matmul_ceilings(), measured once per run. NAME[/DTYPE] measures in DTYPE."""
+  layer, dtype = split_dtype(name, bc.dtype)
+  bc = dataclasses.replace(bc, dtype=dtype)
+  row = dict(_row(layer, bc, seq_len), model=name, dtype=dtype)
   try:
-    m = (measure_torch if name.startswith('torch_') else measure_jax)(name, bc, seq_len)
+    m = (measure_torch if layer.startswith('torch_') else measure_jax)(layer, bc, seq_len)
   except TimeoutError as e:
     return {**row, 'status': 'timeout', 'error': str(e), **getattr(e, 'compiled', {})}
   except (MemoryError, RuntimeError) as e:  # XlaRuntimeError (RESOURCE_EXHAUSTED) is one
@@ -397,10 +422,11 @@ def add_baseline_ratios(rows: list[dict]) -> list[dict]:
   for r in rows:
     if r.get('status') != 'ok':
       continue
-    devices = split_devices(r['model'])[1]
-    for b in BASELINES:
+    layer, slash, dtype = r['model'].partition('/')
+    devices = split_devices(layer)[1]
+    for b in BASELINES:   # the baseline at the same split and in the same dtype
       same_split = b if devices == 1 or b.startswith('torch_') else f'{b}@{devices}'
-      base = ref.get((same_split, r['seq_len'], r['batch']))
+      base = ref.get((same_split + slash + dtype, r['seq_len'], r['batch']))
       if base is not None:
         r[f'ratio_train_vs_{b}'] = r['tokens_per_s_train'] / base['tokens_per_s_train']
         r[f'ratio_infer_vs_{b}'] = r['tokens_per_s_infer'] / base['tokens_per_s_infer']

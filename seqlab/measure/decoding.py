@@ -43,13 +43,14 @@ class GenerationConfig:
   warmup: int = 2            # untimed steps after compile
   prefill_reps: int = 2      # timed prefill calls (median)
   max_step_s: float = 2.0    # a decode step or prefill slower than this records 'timeout'
+  dtype: str = 'float32'     # compute dtype (models.DTYPES); the cache is kept in it
 
 
 def build(name: str, gc: GenerationConfig, max_len: int) -> models.SequenceModel:
   model, kernel = models.split_name('transformer:blocked' if name == RERUN else name)
   cfg = models.ModelConfig(name=model, kernel=kernel, hidden=gc.hidden, layers=gc.layers,
                            heads=gc.heads, vocab_size=VOCAB, num_outputs=VOCAB,
-                           readout='per_step', max_len=max_len)
+                           readout='per_step', max_len=max_len, dtype=gc.dtype)
   return models.build(cfg, 0)
 
 
@@ -76,7 +77,7 @@ def time_decode(name: str, gc: GenerationConfig, context: int, batch: int) -> di
   model = build(name, gc, max_len)
   graphdef, params = nnx.split(model)
   step = sampling.make_step(graphdef, temperature=0.0)
-  cache = model.init_cache(batch, max_len)
+  cache = model.init_cache(batch, max_len, gc.dtype)
   nbytes = state_bytes(cache)
   cache['pos'] = jnp.asarray(context, jnp.int32)
   token_B, key = jnp.zeros((batch,), jnp.int32), jax.random.key(0)
@@ -100,9 +101,9 @@ def time_prefill(name: str, gc: GenerationConfig, context: int, batch: int) -> d
   """The prompt of `context` tokens in one parallel pass into a fresh cache."""
   model = build(name, gc, context)
   graphdef, params = nnx.split(model)
-  prefill = jax.jit(lambda p, x, c: nnx.merge(graphdef, p).prefill(x, c)[1])
+  prefill = jax.jit(lambda p, x, c: models.merge(graphdef, p).prefill(x, c)[1])
   prompt_BxL = jax.random.randint(jax.random.key(1), (batch, context), 0, VOCAB)
-  cache = model.init_cache(batch, context)
+  cache = model.init_cache(batch, context, gc.dtype)
   compiled = prefill.lower(params, prompt_BxL, cache).compile()
   jax.block_until_ready(compiled(params, prompt_BxL, cache))   # warm-up
   s = _timed(lambda: compiled(params, prompt_BxL, cache), gc.prefill_reps, gc.max_step_s)
@@ -114,7 +115,7 @@ def time_rerun(gc: GenerationConfig, context: int, batch: int) -> dict:
   `context` + 1 positions and keeps the last output."""
   model = build(RERUN, gc, context + 1)
   graphdef, params = nnx.split(model)
-  forward = jax.jit(lambda p, x: jnp.argmax(nnx.merge(graphdef, p)(x)[:, -1], -1))
+  forward = jax.jit(lambda p, x: jnp.argmax(models.merge(graphdef, p)(x)[:, -1], -1))
   tokens_BxL = jnp.zeros((batch, context + 1), jnp.int32)
   compiled = forward.lower(params, tokens_BxL).compile()
   _timed(lambda: compiled(params, tokens_BxL), 1, gc.max_step_s)

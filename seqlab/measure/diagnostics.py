@@ -129,7 +129,7 @@ def measure_seeds(cfg: models.ModelConfig, task: tasks.Task, seeds, seq_len: int
         nnx.split(models.build(cfg, int(s)), nnx.Param)[1] for s in seeds])
 
   def one(key, params, batch):
-    model = nnx.merge(graphdef, params)
+    model = models.merge(graphdef, params)   # the compute dtype
     out = {"grad": model_input_grad_norms(model, batch, task), "params": params}
     layers = recurrent_layers(model)
     if layers:
@@ -154,10 +154,10 @@ def impulse_inputs(key: jax.Array, directions: int, seq_len: int, d: int) -> jax
 def impulse_response(model: models.SequenceModel, seq_len: int, key: jax.Array,
                      directions: int = 8) -> jax.Array:
   """r_t = ||backbone(e)_t - backbone(0)_t||, mean over K impulses: [T]."""
-  d = model.cfg.hidden
-  e_KxTxD = impulse_inputs(key, directions, seq_len, d)
-  h_KxTxD = model.backbone(e_KxTxD, causal=True)
-  h0_1xTxD = model.backbone(jnp.zeros((1, seq_len, d)), causal=True)
+  d, dtype = model.cfg.hidden, jnp.dtype(model.cfg.dtype)
+  e_KxTxD = impulse_inputs(key, directions, seq_len, d).astype(dtype)
+  h_KxTxD = model.backbone(e_KxTxD, causal=True).astype(jnp.float32)
+  h0_1xTxD = model.backbone(jnp.zeros((1, seq_len, d), dtype), causal=True).astype(jnp.float32)
   return jnp.linalg.norm(h_KxTxD - h0_1xTxD, axis=-1).mean(axis=0)
 
 

@@ -41,6 +41,7 @@ class ModelConfig:
   pool: str = 'cls'                  # transformer 'last' readout: 'cls' token or 'mean'
   max_len: int = 1024                # longest sequence (learned positions, CLS included)
   kernel: str = 'auto'               # a kernel of KERNELS[name]; 'auto': the family's default
+  dtype: str = 'float32'             # compute dtype (DTYPES); parameters stay float32 (merge)
   r_min: float = 0.9                 # lru: eigenvalue ring r_min <= |lambda| (Orvieto et al. 2023)
   r_max: float = 0.999               # lru: |lambda| <= r_max
   max_phase: float = 6.283185307     # lru: arg(lambda) ~ U[0, max_phase]
@@ -115,6 +116,30 @@ KERNELS: dict[str, tuple[str, ...]] = {
 }
 
 
+DTYPES = ('float32', 'bfloat16', 'float16')   # compute dtypes
+
+
+def cast_floats(tree, dtype):
+  """Every floating-point leaf of `tree` as `dtype` (integer and complex leaves kept)."""
+  dtype = jnp.dtype(dtype)
+  return jax.tree.map(
+      lambda x: x.astype(dtype) if jnp.issubdtype(x.dtype, jnp.floating) else x, tree)
+
+
+def merge(graphdef, params, *rest, dtype: str | None = None):
+  """nnx.merge in the compute dtype: float32 master parameters (and optimiser state), the
+  forward pass in `dtype` (default: the model's cfg.dtype), as in jmp's mixed precision;
+  gradients flow back through the cast to the float32 parameters. Losses, softmax
+  statistics and gradient norms are computed in float32 by their callers."""
+  model = nnx.merge(graphdef, params, *rest)
+  dtype = dtype or getattr(getattr(model, 'cfg', None), 'dtype', 'float32')
+  if jnp.dtype(dtype) == jnp.float32:
+    return model
+  if dtype not in DTYPES:
+    raise ValueError(f'model.dtype={dtype!r}; allowed: {", ".join(DTYPES)}')
+  return nnx.merge(graphdef, cast_floats(params, dtype), *rest)
+
+
 def split_name(name: str) -> tuple[str, str]:
   """'lstm:fused' -> ('lstm', 'fused'); 'lstm' -> ('lstm', 'auto')."""
   model, _, kernel = name.partition(':')
@@ -157,8 +182,12 @@ class SequenceModel(nnx.Module):
     self.head = nnx.Linear(cfg.hidden, cfg.num_outputs, rngs=rngs)
 
   def embed_inputs(self, inputs: Array) -> Array:
-    """[B, T] or [B, T, input_dim] -> embedded inputs e [B, T, D]."""
-    return self.embed(inputs)
+    """[B, T] or [B, T, input_dim] -> embedded inputs e [B, T, D], in the dtype of the
+    embedding's parameters (the compute dtype under `merge`)."""
+    if jnp.issubdtype(inputs.dtype, jnp.floating):
+      return self.embed(inputs.astype(self.embed.kernel.dtype))
+    # nnx.Embed computes in float32 whatever its table's dtype: back to the table's
+    return self.embed(inputs).astype(self.embed.embedding.dtype)
 
   def features(self, e_BxTxD: Array) -> Array:
     """Backbone and readout: [B, T, D] (per_step) or [B, D] (last)."""

@@ -143,12 +143,13 @@ class RecurrentLayer(nnx.Module):
     return jnp.swapaxes(h_TxBxH, 0, 1), state_T
 
   def __call__(self, x_BxTxD: Array, state0=None):
-    if self.impl == 'cudnn':   # the LSTM through cuDNN (seqlab.models.vendor_kernels)
+    if self.impl == 'cudnn':   # the LSTM through cuDNN on a GPU (models.vendor_kernels)
       from seqlab.models import vendor_kernels
-      if state0 is None:
-        state0 = self.zero_state(x_BxTxD.shape[0], x_BxTxD.dtype)
-      return vendor_kernels.cudnn_lstm(self.w_ih[...], self.b[...], self.w_hh[...], x_BxTxD,
-                                       state0)
+      if vendor_kernels.cudnn_lstm_serves():
+        if state0 is None:
+          state0 = self.zero_state(x_BxTxD.shape[0], x_BxTxD.dtype)
+        return vendor_kernels.cudnn_lstm(self.w_ih[...], self.b[...], self.w_hh[...], x_BxTxD,
+                                         state0)
     if self.impl == 'fused':
       from seqlab.models import fused_rnn
       if state0 is None:

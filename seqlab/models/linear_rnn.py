@@ -163,8 +163,11 @@ class LRULayer(nnx.Module):
     return linear_scan(a_BxTxN, bu_BxTxN, h0_BxN, self.scan_impl)
 
   def _output(self, x: Array, h: Array) -> Array:
-    """x + GLU(GELU(Re(C h) + D u)) for inputs x [..., D] and states h [..., N]."""
-    y = h.real @ self.c_re[...] - h.imag @ self.c_im[...] + self.d[...] * self.norm(x)
+    """x + GLU(GELU(Re(C h) + D u)) for inputs x [..., D] and states h [..., N]. The
+    complex state stays complex64 (JAX has no half-precision complex); the read-out is
+    back in x's dtype."""
+    y = (h.real.astype(x.dtype) @ self.c_re[...] - h.imag.astype(x.dtype) @ self.c_im[...]
+         + self.d[...] * self.norm(x))
     value, gate = jnp.split(self.glu(jax.nn.gelu(y)), 2, axis=-1)
     return x + value * jax.nn.sigmoid(gate)
 

@@ -6,11 +6,11 @@
   transformer 'pallas'  Pallas flash attention for TPU (jax.experimental.pallas.ops.tpu)
 
 Where a backend cannot serve (another platform, float32 for cuDNN attention) the layer
-runs the backend's own reference instead and says so once in a `note:` line:
-jax.experimental.rnn.lstm_ref for the LSTM (the same torch.nn.LSTM weight layout and
-maths), XLA's dot_product_attention for attention. The tests check the weight packing
-against lstm_ref and seqlab's scan, and the Pallas kernel in interpret mode on a CPU,
-on outputs and gradients.
+runs a reference instead and says so once in a `note:` line: seqlab's scan for the LSTM,
+XLA's dot_product_attention for attention. The tests check the cuDNN weight packing
+through jax.experimental.rnn.lstm_ref (cuDNN's layout and maths in pure JAX) against
+seqlab's scan, and the Pallas kernel in interpret mode on a CPU, on outputs and
+gradients.
 
 Shape letters: B batch, T time, D input width, H hidden, G = 4H gates, N heads, K head size.
 """
@@ -44,22 +44,30 @@ def pack_lstm(w_ih_DxG: Array, w_hh_HxG: Array, b_G: Array) -> Array:
                           jnp.zeros_like(b_G).reshape(-1)])
 
 
-def cudnn_lstm(w_ih_DxG: Array, b_G: Array, w_hh_HxG: Array, x_BxTxD: Array, state0):
-  """One LSTM layer: (h [B, T, H], (h_T, c_T)), on cuDNN on a GPU, else lstm_ref."""
+def cudnn_lstm_serves() -> bool:
+  if platform() == 'gpu':
+    return True
+  note_once('cudnn-lstm', f'model.kernel=cudnn for the LSTM needs a GPU; on {platform()} it '
+                          f'runs the reference scan')
+  return False
+
+
+def cudnn_lstm(w_ih_DxG: Array, b_G: Array, w_hh_HxG: Array, x_BxTxD: Array, state0,
+               reference: bool = False):
+  """One LSTM layer through cuDNN: (h [B, T, H], (h_T, c_T)). reference=True runs
+  jax.experimental.rnn.lstm_ref instead, cuDNN's layout and maths in pure JAX (tests)."""
   from jax.experimental import rnn
   h0_BxH, c0_BxH = state0
   b, t, d = x_BxTxD.shape
   h = w_hh_HxG.shape[0]
   seq_lengths = jnp.full((b,), t, jnp.int32)
-  if platform() == 'gpu':
-    y, h_n, c_n = rnn.lstm(x_BxTxD, h0_BxH[None], c0_BxH[None],
-                           pack_lstm(w_ih_DxG, w_hh_HxG, b_G), seq_lengths, d, h, 1, 0.0, False)
-  else:
-    note_once('cudnn-lstm', f'model.kernel=cudnn for the LSTM needs a GPU; on {platform()} it '
-                            f'runs jax.experimental.rnn.lstm_ref (the same layout and maths)')
+  if reference:
     y, h_n, c_n = rnn.lstm_ref(x_BxTxD, h0_BxH[None], c0_BxH[None], {0: w_ih_DxG.T},
                                {0: w_hh_HxG.T}, {0: b_G}, {0: jnp.zeros_like(b_G)},
                                seq_lengths, d, h, 1, 0.0, False)
+  else:
+    y, h_n, c_n = rnn.lstm(x_BxTxD, h0_BxH[None], c0_BxH[None],
+                           pack_lstm(w_ih_DxG, w_hh_HxG, b_G), seq_lengths, d, h, 1, 0.0, False)
   return y, (h_n[0], c_n[0])
 
 

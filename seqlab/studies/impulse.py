@@ -16,6 +16,7 @@ import time
 
 import jax
 import numpy as np
+from flax import nnx
 
 from seqlab import models, sweep, train
 from seqlab.data import tasks
@@ -47,7 +48,7 @@ def run(config, workdir: str) -> list[dict]:
       continue
     c = sweep.point_config(config, p)
     cfg = train.model_config(c, task, p['seq_len'])
-    m = models.build(cfg, p['seed'])
+    m = models.merge(*nnx.split(models.build(cfg, p['seed'])))   # in the compute dtype
     r = np.asarray(diagnostics.impulse_response(m, p['seq_len'], jax.random.key(p['seed']),
                                                 int(config.impulse.directions)), np.float64)
     sweep.record(workdir, p, {

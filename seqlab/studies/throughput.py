@@ -42,7 +42,7 @@ def validate(config) -> None:
   allowed = list(models.MODELS) + [l for l in LAYERS if l not in models.MODELS]
   for n in config.sweep.models:
     try:
-      layer, devices = benchmark.split_devices(n)
+      layer, devices = benchmark.split_devices(benchmark.split_dtype(n)[0])
     except ValueError as e:
       raise sweep.ConfigError(str(e)) from None
     base, kernel = models.split_name(layer)
@@ -72,7 +72,8 @@ def run(config, workdir: str) -> list[dict]:
   validate(config)
   bc = benchmark.BenchConfig(**config.bench.to_dict())
   names = list(config.sweep.models)
-  too_few = [n for n in names if benchmark.split_devices(n)[1] > jax.device_count()]
+  too_few = [n for n in names
+             if benchmark.split_devices(benchmark.split_dtype(n)[0])[1] > jax.device_count()]
   if too_few:
     names = [n for n in names if n not in too_few]
     print(f'{", ".join(too_few)} skipped: more devices than the {jax.device_count()} '
