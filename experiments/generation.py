@@ -24,7 +24,8 @@ def get_config(arg: str = ''):
   c.study = 'generation'
   c.num_devices = 1
   c.generation = ml_collections.ConfigDict(dict(
-      hidden=256, layers=2, heads=4, steps=16, warmup=2, prefill_reps=2, max_step_s=2.0))
+      hidden=256, layers=2, heads=4, steps=16, warmup=2, prefill_reps=2, max_step_s=2.0,
+      dtype='float32'))
   c.sweep = ml_collections.ConfigDict(dict(
       models=list(MODELS), batches=(1, 32),   # a tuple: --config.sweep.batches='(1, 8)'
       seq_lens=[64, 256, 1024, 4096, 16384]))

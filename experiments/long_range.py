@@ -26,6 +26,7 @@ def get_config(arg: str = ''):
       spectral_radius=1.0, forget_bias=1.0, unroll=1, heads=4, mlp_ratio=4,
       positions='sinusoidal', pool='cls',
       kernel='auto',                    # a kernel of seqlab.models.KERNELS; auto: the default
+      dtype='float32',                  # compute dtype: float32 | bfloat16 | float16
       r_min=0.9, r_max=0.999))          # lru: the eigenvalue ring (seqlab.models.linear_rnn)
   c.task = ml_collections.ConfigDict(dict(name='adding', seq_len=50))
   c.train = ml_collections.ConfigDict(dict(

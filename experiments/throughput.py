@@ -7,6 +7,15 @@ is installed: pip install -r requirements-bench.txt) measured in the same run.
   python launch.py --config=experiments/throughput.py:quick    # T = 64, 256
   python launch.py --config=experiments/throughput.py --models=lstm,lstm:fused,flax_lstm
   python launch.py --config=experiments/throughput.py:scan     # lru/mingru scans vs lstm
+  python launch.py --config=experiments/throughput.py:gpu      # the device script (GPU/TPU)
+
+:gpu first checks every kernel against its reference on the device, outputs and
+gradients in float32 and bfloat16 (seqlab.measure.backends; a kernel that disagrees is
+not timed, backends.jsonl and backends.md say why), then times each kernel and baseline
+(torch on CUDA when installed: cuDNN's LSTM, its SDPA) at batch 32, width 1024, 8 heads,
+T = 256 .. 65536, in float32 and in bfloat16 (NAME/bfloat16). On a CPU it runs the
+vendor kernels' fallbacks (each says so once). experiments/report.py:gpu runs it and
+then every training study's :quick config on the device.
 
 Batch 32, hidden 256, float32, 4 heads of 64, every recurrent scan unrolled 4x
 (flax's too). 'attention:blocked@2' is the blocked layer with its batch split over the
@@ -31,6 +40,12 @@ MODELS = ['rnn', 'gru', 'gru:fused', 'lstm', 'lstm:fused', 'lru:parallel', 'lru:
           'torch_sdpa']
 
 
+# The device script's layers: each kernel and baseline in float32 and bfloat16 (/DTYPE).
+GPU_MODELS = [f'{m}{dt}' for dt in ('', '/bfloat16') for m in (
+    'lstm', 'lstm:fused', 'lstm:cudnn', 'flax_lstm', 'torch_lstm', 'attention:blocked',
+    'attention:cudnn', 'attention:pallas', 'jax_attention', 'torch_sdpa')]
+
+
 def get_config(arg: str = ''):
   c = ml_collections.ConfigDict()
   c.study = 'throughput'
@@ -39,8 +54,10 @@ def get_config(arg: str = ''):
   # The '@2' models split their batch over 2 of them; every other model runs on one,
   # whose XLA thread pool still spans every core. No effect on a GPU or TPU.
   c.cpu_devices = 2
-  c.bench = ml_collections.ConfigDict(dict(hidden=256, heads=4, batch=32, steps=10, warmup=2,
-                                           unroll=4, max_step_s=4.0))
+  c.bench = ml_collections.ConfigDict(dict(
+      hidden=256, heads=4, batch=32, steps=10, warmup=2, unroll=4, max_step_s=4.0,
+      dtype='float32',              # compute dtype of names without /DTYPE
+      check_backends=False))        # first every kernel against its reference on the device
   c.sweep = ml_collections.ConfigDict(dict(
       models=list(MODELS), tasks=['none'], seeds=[0],
       seq_lens=[64, 256, 1024, 4096, 16384]))
@@ -53,6 +70,12 @@ def get_config(arg: str = ''):
                       'mingru:parallel']
     c.sweep.seq_lens = [1024, 8192]
     c.bench.update(dict(hidden=128, batch=8, steps=5, warmup=1, max_step_s=120.0))
+  elif arg == 'gpu':    # the device script: see the docstring
+    c.cpu_devices = 0
+    c.bench.update(dict(hidden=1024, heads=8, batch=32, steps=20, warmup=3, max_step_s=5.0,
+                        check_backends=True))
+    c.sweep.models = list(GPU_MODELS)
+    c.sweep.seq_lens = [256, 1024, 4096, 8192, 16384, 65536]
   elif arg not in ('', 'full'):
-    raise ValueError(f'unknown throughput variant {arg!r}; allowed: quick, full, scan')
+    raise ValueError(f'unknown throughput variant {arg!r}; allowed: quick, full, scan, gpu')
   return c

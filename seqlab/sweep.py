@@ -87,6 +87,8 @@ def validate(config) -> None:
     if mc.get('recurrent_init', 'orthogonal') not in cells.RECURRENT_INITS:
       raise ConfigError(f'model.recurrent_init={mc.recurrent_init!r}; allowed: '
                         f'{", ".join(cells.RECURRENT_INITS)}')
+    if mc.get('dtype', 'float32') not in models.DTYPES:
+      raise ConfigError(f'model.dtype={mc.dtype!r}; allowed: {", ".join(models.DTYPES)}')
   task = config.get('task')
   if task is not None and task.get('path') and task.get('dataset'):
     # The text tasks read task.path only when task.dataset is empty: say so, not ignore it.

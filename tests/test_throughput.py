@@ -1,12 +1,14 @@
 """The throughput study: its name checks, skips, slope and crossover maths, and the
 study end to end at tiny sizes (no timing thresholds: the machine is shared)."""
 
+import json
 import math
 
 import ml_collections
 import numpy as np
 import pytest
 
+from experiments import throughput as throughput_config
 from seqlab import sweep
 from seqlab.studies import throughput
 
@@ -90,3 +92,27 @@ def test_study_end_to_end(tmp_path):
   with pytest.raises(sweep.ConfigError, match='nope'):
     throughput.run(c, str(tmp_path))
 
+
+
+def test_the_device_script_runs_end_to_end_at_tiny_sizes(tmp_path, capsys):
+  """experiments/throughput.py:gpu on this CPU: every kernel checked first (the vendor
+  kernels through their fallbacks), then float32 and bfloat16 layers timed."""
+  c = throughput_config.get_config('gpu')
+  c.bench = ml_collections.ConfigDict(dict(c.bench.to_dict(), hidden=8, heads=2, batch=2,
+                                           steps=1, warmup=1, max_step_s=60.0))
+  c.sweep.models = ['lstm:cudnn', 'lstm:cudnn/bfloat16', 'attention:pallas/bfloat16',
+                    'jax_attention/bfloat16', 'flax_lstm']
+  c.sweep.seq_lens = [8]
+  rows = throughput.run(c, str(tmp_path))
+  assert (tmp_path / 'backends.md').exists()
+  checked = [json.loads(l) for l in open(tmp_path / 'backends.jsonl')]
+  assert {r['dtype'] for r in checked} == {'float32', 'bfloat16'} and all(r['ok'] for r in checked)
+  assert {r['model']: r['dtype'] for r in rows} == {
+      'lstm:cudnn': 'float32', 'lstm:cudnn/bfloat16': 'bfloat16',
+      'attention:pallas/bfloat16': 'bfloat16', 'jax_attention/bfloat16': 'bfloat16',
+      'flax_lstm': 'float32'}
+  by = {r['model']: r for r in rows}
+  # a bf16 layer is compared with the baseline in bf16, not the float32 one
+  assert 'ratio_train_vs_jax_attention' in by['attention:pallas/bfloat16']
+  assert 'ratio_train_vs_flax_lstm' in by['lstm:cudnn'] and 'ratio_train_vs_flax_lstm' not in by['lstm:cudnn/bfloat16']
+  assert 'note: model.kernel=pallas attention needs a TPU' in capsys.readouterr().out

@@ -53,6 +53,7 @@ class BenchConfig:
   max_step_s: float = 5.0    # a warm-up step slower than this records 'timeout'
   unroll: int = 4            # lax.scan unroll of every recurrent layer, flax's included
   dtype: str = 'float32'     # compute dtype (models.DTYPES); parameters and Adam in float32
+  check_backends: bool = False   # the study first checks every kernel (measure.backends)
 
 
 # ------------------------------------------------------------------------------ layers

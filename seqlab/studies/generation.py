@@ -55,9 +55,11 @@ def validate(config) -> None:
       if int(v) < 1:
         raise sweep.ConfigError(f'sweep.{axis} has {v}; every value must be an integer >= 1')
   try:
-    _config(config)
+    gc = _config(config)
   except TypeError as e:
     raise sweep.ConfigError(f'config.generation: {e}') from None
+  if gc.dtype not in models.DTYPES:
+    raise sweep.ConfigError(f'generation.dtype={gc.dtype!r}; allowed: {", ".join(models.DTYPES)}')
 
 
 def point_name(model: str, batch: int, context: int) -> str:

@@ -11,6 +11,7 @@ The crossover T where causal attention becomes slower than the LSTM is marked on
 """
 from __future__ import annotations
 
+import json
 import math
 import os
 import sys
@@ -39,6 +40,8 @@ def validate(config) -> None:
   """Every name is LAYER[:KERNEL][@N] with a known layer and kernel; torch baselines
   take no @N; the batch splits evenly."""
   bc = benchmark.BenchConfig(**config.bench.to_dict())
+  if bc.dtype not in models.DTYPES:
+    raise sweep.ConfigError(f'bench.dtype={bc.dtype!r}; allowed: {", ".join(models.DTYPES)}')
   allowed = list(models.MODELS) + [l for l in LAYERS if l not in models.MODELS]
   for n in config.sweep.models:
     try:
@@ -84,6 +87,8 @@ def run(config, workdir: str) -> list[dict]:
     print('torch is not importable: torch baselines skipped (pip install -r '
           'requirements-bench.txt to add them)')
   storage.makedirs(workdir)
+  if bc.check_backends:
+    names = check_backends(names, bc, workdir)
   path = os.path.join(workdir, 'results.jsonl')
   old = writer.read_jsonl(path)
   done = {(r['model'], r['seq_len']) for r in old}
@@ -120,6 +125,34 @@ def run(config, workdir: str) -> list[dict]:
     for r in benchmark.add_baseline_ratios(rows):
       writer.append_jsonl_atomic(path, r)
   return study.finish(sys.modules[__name__], workdir)
+
+
+def _kernel_of(name: str, default_dtype: str) -> tuple[str, str, str]:
+  """'attention:cudnn@2/bfloat16' -> ('transformer', 'cudnn', 'bfloat16'): the family,
+  kernel and dtype a throughput name runs."""
+  layer, dtype = benchmark.split_dtype(name, default_dtype)
+  base, kernel = models.split_name(benchmark.split_devices(layer)[0])
+  family = 'transformer' if base == 'attention' else base
+  return family, (models.resolve_kernel(family, kernel) if family in models.KERNELS else ''), dtype
+
+
+def check_backends(names: list[str], bc, workdir: str) -> list[str]:
+  """Every kernel against its reference on this device, in each dtype of the sweep
+  (seqlab.measure.backends), written to backends.jsonl and backends.md; returns `names`
+  without the layers whose kernel disagrees (each said in one line)."""
+  from seqlab.measure import backends
+  dtypes = sorted({_kernel_of(n, bc.dtype)[2] for n in names})
+  rows = [r for dt in dtypes for r in backends.check(dt, hidden=min(bc.hidden, 64))]
+  if writer.is_writer():
+    writer.write_text_atomic(os.path.join(workdir, 'backends.md'), backends.table(rows) + '\n')
+    writer.write_text_atomic(os.path.join(workdir, 'backends.jsonl'),
+                             ''.join(json.dumps(r) + '\n' for r in rows))
+  print(backends.table(rows), flush=True)
+  bad = {(r['model'], r['kernel'], r['dtype']) for r in rows if not r['ok']}
+  dropped = [n for n in names if _kernel_of(n, bc.dtype) in bad]
+  if dropped:
+    print(f'not timed, their kernel disagrees with its reference here: {", ".join(dropped)}')
+  return [n for n in names if n not in dropped]
 
 
 def rows(workdir: str) -> list[dict]:
