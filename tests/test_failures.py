@@ -248,7 +248,6 @@ def test_workdir_full_disk_or_not_writable_is_one_line_and_nothing_left(tmp_path
 
 EMULATOR = """
 import sys, time
-sys.path.insert(0, sys.argv[4])
 import gcs_emulator  # its download handler sends the generation headers tensorstore needs
 from gcp_storage_emulator import server
 server.create_server('localhost', int(sys.argv[1]), in_memory=False, default_bucket=sys.argv[2],
@@ -264,7 +263,7 @@ def start_emulator(port, data_dir):
   import socket
   for _ in range(60):   # a restart may find the port still held for a moment: try again
     p = subprocess.Popen([sys.executable, '-c', EMULATOR, str(port), 'seqlab-faults',
-                          str(data_dir), os.path.join(ROOT, 'tests')],
+                          str(data_dir)], env=dict(os.environ, PYTHONPATH=os.path.join(ROOT, 'tests')),
                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     while p.poll() is None:
       try:

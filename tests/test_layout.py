@@ -101,7 +101,10 @@ def test_every_study_has_the_interface_and_a_config(name):
 def test_every_model_family_has_its_kernels_reference_first():
   assert set(models.KERNELS) == set(models.MODELS)
   for name, kernels in models.KERNELS.items():
-    assert models.resolve_kernel(name, 'auto') == kernels[0]
+    assert models.resolve_kernel(name, 'auto', platform='cpu') == kernels[0]
+    for dtype in models.DTYPES:   # what auto picks elsewhere is one of the family's kernels
+      for platform in ('gpu', 'tpu'):
+        assert models.resolve_kernel(name, 'auto', dtype, platform) in kernels
     with pytest.raises(ValueError, match=f'not a kernel of {name}'):
       models.resolve_kernel(name, 'no-such-kernel')
 

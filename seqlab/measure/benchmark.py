@@ -112,7 +112,7 @@ def build_layer(name: str, bc: BenchConfig) -> nnx.Module:
     return _Attention(bc.hidden, bc.heads, 'jax', rngs)
   base, kernel = models.split_name(name)
   if base in ('attention', 'transformer'):   # one layer: the transformer's kernels
-    impl = models.resolve_kernel('transformer', kernel)
+    impl = models.resolve_kernel('transformer', kernel, bc.dtype)
     return (_Attention(bc.hidden, bc.heads, impl, rngs) if base == 'attention' else
             _Block(bc.hidden, bc.heads, impl, rngs))
   cfg = models.ModelConfig(name=base, hidden=bc.hidden, unroll=bc.unroll, kernel=kernel)

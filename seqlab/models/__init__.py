@@ -146,11 +146,23 @@ def split_name(name: str) -> tuple[str, str]:
   return model, kernel or 'auto'
 
 
-def resolve_kernel(model: str, kernel: str) -> str:
-  """The kernel `model` runs with: `kernel`, or the family's default for 'auto'."""
+# What 'auto' runs off a CPU: the vendor kernel where it serves (platform, model, compute
+# dtype), else the family's reference. On a CPU 'auto' is the reference. These choices
+# are the vendor kernels, not yet timed against the others on an accelerator here: the
+# device script (experiments/throughput.py:gpu) measures them.
+AUTO = {('gpu', 'lstm', 'float32'): 'cudnn', ('gpu', 'lstm', 'bfloat16'): 'cudnn',
+        ('gpu', 'lstm', 'float16'): 'cudnn',
+        ('gpu', 'transformer', 'bfloat16'): 'cudnn', ('gpu', 'transformer', 'float16'): 'cudnn',
+        ('tpu', 'transformer', 'float32'): 'pallas', ('tpu', 'transformer', 'bfloat16'): 'pallas'}
+
+
+def resolve_kernel(model: str, kernel: str, dtype: str = 'float32',
+                   platform: str | None = None) -> str:
+  """The kernel `model` runs with: `kernel`, or for 'auto' the AUTO choice for the
+  platform (default: jax's) and compute dtype, else the family's reference."""
   allowed = KERNELS[model]
   if kernel == 'auto':
-    return allowed[0]
+    return AUTO.get((platform or jax.default_backend(), model, dtype), allowed[0])
   if kernel not in allowed:
     raise ValueError(f'model.kernel={kernel!r} is not a kernel of {model}; allowed: auto, '
                      f'{", ".join(allowed)}')
@@ -159,8 +171,8 @@ def resolve_kernel(model: str, kernel: str) -> str:
 
 def backbone(cfg: ModelConfig, rngs: nnx.Rngs) -> nnx.Module:
   """MODELS[cfg.name] built with its kernel resolved ('auto' -> the family's default)."""
-  return MODELS[cfg.name](dataclasses.replace(cfg, kernel=resolve_kernel(cfg.name, cfg.kernel)),
-                          rngs)
+  kernel = resolve_kernel(cfg.name, cfg.kernel, cfg.dtype)
+  return MODELS[cfg.name](dataclasses.replace(cfg, kernel=kernel), rngs)
 
 
 class SequenceModel(nnx.Module):

@@ -100,9 +100,12 @@ def pallas_flash_attention(q_BxTxNxK: Array, k_BxSxNxK: Array, v_BxSxNxK: Array,
 
 
 def pallas_attention(q_BxTxNxK: Array, k_BxSxNxK: Array, v_BxSxNxK: Array, causal: bool) -> Array:
-  if platform() == 'tpu':
+  t, s = q_BxTxNxK.shape[1], k_BxSxNxK.shape[1]
+  if platform() == 'tpu' and t % 128 == 0 and s % 128 == 0:
     return pallas_flash_attention(q_BxTxNxK, k_BxSxNxK, v_BxSxNxK, causal)
-  note_once('pallas-attention', f'model.kernel=pallas attention needs a TPU; on {platform()} '
-                                f'it runs XLA\'s dot_product_attention')
+  why = (f'needs a TPU; on {platform()}' if platform() != 'tpu' else
+         f'needs lengths that are multiples of 128; at {t} x {s}')
+  note_once(f'pallas-attention-{why}', f'model.kernel=pallas attention {why} it runs XLA\'s '
+                                       f'dot_product_attention')
   return jax.nn.dot_product_attention(q_BxTxNxK, k_BxSxNxK, v_BxSxNxK, is_causal=causal,
                                       implementation='xla')

@@ -211,6 +211,24 @@ def claims(rows) -> list[study.Claim]:
         'fused / flax train tokens/s ' +
         ', '.join(f'T={t}: {v:.2f}x' for t, v in sorted(fused.items())) +
         ' (same run, same shapes).'))
+  # The accelerator targets (issue 24), from a device run in bfloat16: the fastest seqlab
+  # kernel of each family against torch's at T = 1024 and 8192.
+  for family, baseline, target in (('lstm', 'torch_lstm', 1.0), ('attention', 'torch_sdpa', 0.9)):
+    key = f'ratio_train_vs_{baseline}'
+    best = {}
+    for r in ok:
+      layer, dtype = benchmark.split_dtype(r['model'])
+      if (dtype == 'bfloat16' and layer.split(':')[0] == family and r['seq_len'] in (1024, 8192)
+          and r.get(key) is not None and r[key] > best.get(r['seq_len'], (0, ''))[0]):
+        best[r['seq_len']] = (r[key], layer)
+    if best:
+      out.append(study.claim(
+          f'In bfloat16 on the device, seqlab\'s fastest {family} kernel trains at least '
+          f'{target:g}x as fast as {baseline} at T = 1024 and 8192 (issue target).',
+          {f'T={t}': v >= target for t, (v, _) in sorted(best.items())},
+          'train tokens/s ratio ' + ', '.join(f'T={t}: {v:.2f}x ({m})'
+                                              for t, (v, m) in sorted(best.items())) +
+          ' (same run, same shapes).'))
   return out
 
 
