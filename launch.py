@@ -7,6 +7,7 @@
   python launch.py --config=... --print_config       # the resolved config; runs nothing
   python launch.py --config=... --rerun=lstm-*       # run chosen finished points again
   python launch.py --evaluate=runs/long_range/lstm-adding-T50-s0 [--checkpoint=latest]
+  python launch.py --sample=runs/text/lstm-charlm-T128-s0 --prompt='def ' --temperature=0.8
 
 Sweep axes given as flags override the config's own lists; every other setting is a
 dotted override of the config (`--config.model.hidden=128`). Ctrl-C saves a checkpoint
@@ -116,8 +117,14 @@ flags.DEFINE_bool('list', False, 'Print the studies, models (with kernels), task
 flags.DEFINE_bool('print_config', False, 'Print the resolved config (after flags) and exit.')
 flags.DEFINE_string('evaluate', None, 'A point folder (e.g. runs/long_range/lstm-adding-T50-s0):'
                     ' print its checkpoint\'s held-out metrics and exit; writes nothing.')
-flags.DEFINE_enum('checkpoint', 'best', ['best', 'latest'], 'With --evaluate: the best '
-                  '(lowest held-out loss) or the latest checkpoint.')
+flags.DEFINE_enum('checkpoint', 'best', ['best', 'latest'], 'With --evaluate or --sample: '
+                  'the best (lowest held-out loss) or the latest checkpoint.')
+flags.DEFINE_string('sample', None, 'A finished charlm point folder: print text it generates '
+                    'after --prompt and exit; writes nothing.')
+flags.DEFINE_string('prompt', 'def ', 'With --sample: the text to continue.')
+flags.DEFINE_float('temperature', 0.8, 'With --sample: softmax temperature (0: greedy).')
+flags.DEFINE_integer('sample_len', 200, 'With --sample: tokens (bytes) to generate.')
+flags.DEFINE_integer('sample_seed', 0, 'With --sample: the seed; the same seed gives the same text.')
 # Multi-host (seqlab/infra/distributed.py): automatic on a TPU VM pod, explicit elsewhere.
 flags.DEFINE_bool('distributed', False, 'Call jax.distributed.initialize() with the cluster '
                   'auto-detected (TPU VM pods; --tpu passes it to every worker).')
@@ -217,6 +224,19 @@ def evaluate_point() -> None:
         f'{m["batches"]} batches')
 
 
+def sample_point() -> None:
+  from seqlab import evaluate, sampling
+  if FLAGS.temperature < 0 or FLAGS.sample_len < 1:
+    fail(f'--temperature={FLAGS.temperature} and --sample_len={FLAGS.sample_len}: the '
+         f'temperature must be >= 0 and the length >= 1')
+  try:
+    text = sampling.sample_text(FLAGS.sample, FLAGS.prompt, FLAGS.sample_len, FLAGS.temperature,
+                                FLAGS.sample_seed, FLAGS.checkpoint)
+  except (evaluate.LoadError, OSError) as e:
+    fail(str(e))
+  print(FLAGS.prompt + text)
+
+
 def main(argv):
   if len(argv) > 1:
     fail(f'unexpected arguments {argv[1:]}; flags take the form --name=value')
@@ -231,6 +251,9 @@ def main(argv):
     return
   if FLAGS.evaluate:
     evaluate_point()
+    return
+  if FLAGS.sample:
+    sample_point()
     return
   workdir = FLAGS.workdir or os.path.join('runs', config_name())
   try:

@@ -12,11 +12,18 @@ import ml_collections
 
 
 def get_config(arg: str = 'quick'):
-  if arg not in ('quick', 'full'):
-    raise ValueError(f'unknown report scale {arg!r}; allowed: quick, full')
+  if arg not in ('quick', 'full', 'gpu'):
+    raise ValueError(f'unknown report scale {arg!r}; allowed: quick, full, gpu')
   c = ml_collections.ConfigDict()
   c.study = 'report'
   c.scale = arg
   c.redraw_only = False
   c.sections = ml_collections.FieldReference([], field_type=list)  # [] = every section
+  # study -> the variant of its config this scale runs (default: the scale itself)
+  c.study_scales = ml_collections.ConfigDict()
+  if arg == 'gpu':   # the device script: kernels checked and timed first, then every
+    # training study's :quick config once on the device
+    c.sections = ['throughput', 'grad_flow', 'impulse', 'long_range', 'text', 'generation',
+                  'length_gen', 'recall_capacity']
+    c.study_scales.update({name: 'quick' for name in c.sections}, throughput='gpu')
   return c

@@ -24,7 +24,15 @@ NAME = 'report'
 
 
 def _sections(config) -> list:
-  return [s for s in studies.STUDIES.values() if not config.sections or s.NAME in config.sections]
+  """The studies to run, in config.sections' order (every study when it is empty)."""
+  if not config.sections:
+    return list(studies.STUDIES.values())
+  return [studies.STUDIES[n] for n in config.sections if n in studies.STUDIES]
+
+
+def _variant(config, name: str) -> str:
+  """The variant of experiments/<name>.py this report runs."""
+  return config.get('study_scales', {}).get(name, config.scale)
 
 
 def validate(config) -> None:
@@ -35,7 +43,7 @@ def validate(config) -> None:
                             f'{", ".join(studies.STUDIES)}')
   if not config.redraw_only:
     for s in _sections(config):
-      s.validate(seqlab_config.load(f'{s.NAME}:{config.scale}'))
+      s.validate(seqlab_config.load(f'{s.NAME}:{_variant(config, s.NAME)}'))
 
 
 def validate_workdir(config, workdir: str) -> None:
@@ -62,12 +70,12 @@ def run(config, workdir: str) -> dict:
   timings = {}
   if not config.redraw_only:
     for s in sections:
-      sub = seqlab_config.load(f'{s.NAME}:{config.scale}')
+      sub = seqlab_config.load(f'{s.NAME}:{_variant(config, s.NAME)}')
       s.validate(sub)
       results = os.path.join(workdir, s.NAME, 'results.jsonl')
       before = _count_rows(results)
       t0 = time.time()
-      print(f'== report: running {s.NAME} ({s.NAME}.py:{config.scale}) ==', flush=True)
+      print(f'== report: running {s.NAME} ({s.NAME}.py:{_variant(config, s.NAME)}) ==', flush=True)
       s.run(sub, os.path.join(workdir, s.NAME))
       if _count_rows(results) != before:   # a study with nothing left to run keeps its time
         timings[s.NAME] = time.time() - t0
@@ -130,7 +138,7 @@ def write_report(config, workdir, drawn, timings) -> tuple[str, str]:
   md.append('')
   for s, figures, table, claims in drawn:
     md += [f'## {s.TITLE}', '', 'Command for this study alone:', '', '```bash',
-           command_for(s.NAME, config.scale, workdir), '```', '']
+           command_for(s.NAME, _variant(config, s.NAME), workdir), '```', '']
     if s.NAME in timings:
       md += [f'Ran in {timings[s.NAME]:.0f} s (wall) the last time it was run.', '']
     for c in claims:

@@ -305,13 +305,18 @@ def test_bucket_that_dies_mid_run_and_comes_back(tmp_path, reference):
     assert r.returncode == 0, r.stderr
     step = int(r.stdout.split('resuming from checkpoint step ')[1].split()[0])
     assert step >= 10 * (saves - 1)   # every save completed before the outage was kept
-    os.environ.update({k: env[k] for k in ('STORAGE_EMULATOR_HOST', 'TENSORSTORE_GCS_HTTP_URL',
-                                           'GOOGLE_AUTH_TOKEN_FOR_TESTING')})
+    keys = ('STORAGE_EMULATOR_HOST', 'TENSORSTORE_GCS_HTTP_URL', 'GOOGLE_AUTH_TOKEN_FOR_TESTING')
+    before = {k: os.environ.get(k) for k in keys}   # the session's emulator (conftest), if any
+    os.environ.update({k: env[k] for k in keys})
     try:
       assert_bitwise(reference / POINT, f'gs://seqlab-faults/w/{POINT}')
     finally:
-      for k in ('STORAGE_EMULATOR_HOST', 'TENSORSTORE_GCS_HTTP_URL',
-                'GOOGLE_AUTH_TOKEN_FOR_TESTING'):
-        os.environ.pop(k, None)
+      for k, v in before.items():
+        if v is None:
+          os.environ.pop(k, None)
+        else:
+          os.environ[k] = v
+      import gcsfs   # a filesystem made for this emulator must not serve the next test
+      gcsfs.GCSFileSystem.clear_instance_cache()
   finally:
     emulator.kill()

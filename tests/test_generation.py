@@ -109,12 +109,24 @@ def test_sample_text_from_a_finished_charlm_point(tmp_path):
   a = sampling.sample_text(str(tmp_path / 'p'), 'def ', steps=20, temperature=1.0, seed=1)
   b = sampling.sample_text(str(tmp_path / 'p'), 'def ', steps=20, temperature=1.0, seed=1)
   assert a == b and isinstance(a, str) and 0 < len(a) <= 20   # 20 bytes: at most 20 characters
+  # the launcher's --sample prints the prompt and its continuation, the same for a seed
+  import subprocess
+  import sys
+  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  cmd = [sys.executable, 'launch.py', f'--sample={tmp_path / "p"}', '--prompt=def ',
+         '--sample_len=20', '--temperature=1.0', '--sample_seed=1']
+  env = dict(os.environ, XLA_FLAGS='', JAX_PLATFORMS='cpu')
+  r = subprocess.run(cmd, cwd=root, env=env, capture_output=True, text=True, timeout=120)
+  assert r.returncode == 0 and r.stdout.rstrip('\n').endswith(a) and r.stdout.startswith('def ')
   with c.unlocked():
     c.task.name, c.task.seq_len = 'recall', 8
   train.train(c, str(tmp_path / 'r'), verbose=False)
   import pytest
   with pytest.raises(LoadError, match="task 'recall'; sampling needs a charlm point"):
     sampling.sample_text(str(tmp_path / 'r'), 'x')
+  r = subprocess.run(cmd[:2] + [f'--sample={tmp_path / "r"}'], cwd=root, env=env,
+                     capture_output=True, text=True, timeout=120)
+  assert r.returncode == 2 and r.stderr.count('\n') == 1 and 'charlm' in r.stderr
 
 
 def test_byte_tokens_round_trip():

@@ -49,3 +49,14 @@ def test_a_pipe_in_a_claim_stays_in_its_table_cell(tmp_path):
   md = "| a | b |\n|---|---|\n| x \\|\\|dL\\|\\| | y |\n"
   html = report.to_html(md, str(tmp_path))
   assert '<td>x ||dL|| </td>' in html.replace('\n', '') or '<td>x ||dL||</td>' in html
+
+
+def test_the_device_report_checks_kernels_first_then_every_quick_study():
+  from seqlab import config as seqlab_config
+  c = seqlab_config.load('report:gpu')
+  report.validate(c)   # every study's config for this scale passes its own checks
+  order = [s.NAME for s in report._sections(c)]
+  assert order[0] == 'throughput' and sorted(order) == sorted(report.studies.STUDIES)
+  assert report._variant(c, 'throughput') == 'gpu'
+  assert {report._variant(c, n) for n in order[1:]} == {'quick'}
+  assert seqlab_config.load('throughput:gpu').bench.check_backends

@@ -97,6 +97,8 @@ def test_study_end_to_end(tmp_path):
 def test_the_device_script_runs_end_to_end_at_tiny_sizes(tmp_path, capsys):
   """experiments/throughput.py:gpu on this CPU: every kernel checked first (the vendor
   kernels through their fallbacks), then float32 and bfloat16 layers timed."""
+  from seqlab.models import vendor_kernels
+  vendor_kernels._NOTED.clear()   # its note is said once per process: hear it here
   c = throughput_config.get_config('gpu')
   c.bench = ml_collections.ConfigDict(dict(c.bench.to_dict(), hidden=8, heads=2, batch=2,
                                            steps=1, warmup=1, max_step_s=60.0))
