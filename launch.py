@@ -192,7 +192,7 @@ def list_everything(config) -> str:
   lines = ['studies (--config=experiments/<study>.py[:quick|full]):']
   for s in (*studies.STUDIES.values(), report):
     lines.append(f'  {s.NAME:<16} {getattr(s, "TITLE", "the full report: every study")}')
-  lines.append('models (--models=MODEL[:KERNEL]; the first kernel is the default):')
+  lines.append('models (--models=MODEL[:KERNEL]; auto: the first on a CPU, see docs/scaling.md):')
   for m in models.MODELS:
     lines.append(f'  {m:<16} kernels: {", ".join(models.KERNELS.get(m, ())) or "-"}')
   lines.append(f'tasks (--tasks): {", ".join(tasks.task_names())}')
