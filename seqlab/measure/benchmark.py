@@ -142,10 +142,8 @@ def flops_per_token(name: str, bc: BenchConfig, seq_len: int) -> float:
 
 def _rate(f, args, flops: float, reps: int, rounds: int = 3) -> tuple[float, float]:
   """(FLOP/s, cores busy) of jitted f: the best of `rounds` medians of reps calls each,
-  after one warm-up call. A ceiling is the best the device does: on the 2-core CPU
-  here, one median came out at 51-140 GFLOP/s for the batched product and 157-367 for
-  1024^3 from process to process; the best of 3 rounds at 143-148 and 352-376 (five
-  processes)."""
+  after one warm-up call (a ceiling is the best the device does; one median swung 2-3x
+  from process to process on a 2-core CPU, docs/performance.md)."""
   jax.block_until_ready(f(*args))
   best = (0.0, 0.0)
   for _ in range(rounds):
@@ -162,9 +160,8 @@ def matmul_ceilings(n: int = 1024, reps: int = 5) -> dict:
   'batched_ceiling': 128 products of 128 x 64 x 128 in one dot_general, the shape of
     one block pair in blocked attention (B N = 128 heads, blocks of 128, head size 64).
   Each with the cores it kept busy (process CPU time / wall time; threads that
-  spin-wait count as busy). On CPU this shows that XLA runs a batched dot_general on
-  one thread and a 2-D product on all cores (measured on a 2-core CPU: 0.96-1.01 and
-  1.80-1.97)."""
+  spin-wait count as busy): XLA:CPU runs a batched dot_general on one thread and a 2-D
+  product on all cores (docs/performance.md)."""
   a = jnp.ones((n, n), jnp.float32)
   ceiling, cores = _rate(jax.jit(lambda a: a @ a), (a,), 2.0 * n ** 3, reps)
   m, q, k = 128, 128, 64
@@ -312,12 +309,9 @@ def usable_cores() -> int:
 
 
 def nproc_env() -> int | None:
-  """NPROC from the environment, when a positive integer. XLA's CPU client sizes its
-  thread pool by it (DefaultThreadPoolSize in xla/pjrt: 'a CPU reservation for
-  tests'): with one CPU device, NPROC=1 made the 1024^3 product and the fused LSTM
-  one-core figures here (1.00 cores busy; 981 against 665 ms a step at T=1024). With
-  jax_num_cpu_devices=2 it did not (666 against 633 ms). Rows record it; run() prints a
-  line when it is set."""
+  """NPROC from the environment, when a positive integer: XLA's CPU client sizes its
+  thread pool by it (DefaultThreadPoolSize in xla/pjrt), so rows record it and the
+  study prints a line when it is set (docs/performance.md has what it costs)."""
   try:
     n = int(os.environ.get('NPROC', ''))
   except ValueError:
@@ -439,12 +433,18 @@ def predicted_timeout(name: str, bc: BenchConfig, seq_len: int, last) -> dict | 
   measured point (T0, step time s0) predicts s0 T / T0 > 2 max_step_s. Every model's
   step time grows at least linearly in T, so this only skips points that would time out;
   the row says it was predicted."""
+  why = timeout_reason(last, seq_len, bc.max_step_s, 'T')
+  return None if why is None else dict(_row(name, bc, seq_len), status='timeout', error=why)
+
+
+def timeout_reason(last, size: int, max_step_s: float, axis: str) -> str | None:
+  """Why not to run at `size`, when even linear growth from the last measured point
+  (size0, seconds s0) predicts s0 size / size0 > 2 max_step_s; else None."""
   if last is None:
     return None
   t0, s0 = last
-  predicted = s0 * seq_len / t0
-  if predicted <= 2 * bc.max_step_s:
+  predicted = s0 * size / t0
+  if predicted <= 2 * max_step_s:
     return None
-  return dict(_row(name, bc, seq_len), status='timeout',
-              error=f'predicted {predicted:.1f} s per step (>= {s0:.2f} s at T={t0}, times '
-                    f'{seq_len}/{t0}) > 2 x max_step_s={bc.max_step_s}; not run')
+  return (f'predicted {predicted:.1f} s per step (>= {s0:.2f} s at {axis}={t0}, times '
+          f'{size}/{t0}) > 2 x max_step_s={max_step_s}; not run')

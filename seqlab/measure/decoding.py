@@ -29,6 +29,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from seqlab import models, sampling
+from seqlab.measure import benchmark
 
 RERUN = 'transformer_rerun'   # the no-cache baseline: a transformer with blocked attention
 VOCAB = 256
@@ -124,19 +125,6 @@ def time_rerun(gc: GenerationConfig, context: int, batch: int) -> dict:
               state_bytes_per_sequence=0)
 
 
-def predicted_timeout(gc: GenerationConfig, context: int, last) -> str | None:
-  """A reason not to run, when even linear growth from the model's last point (L0, s0)
-  predicts s0 L / L0 > 2 max_step_s."""
-  if last is None:
-    return None
-  l0, s0 = last
-  predicted = s0 * context / l0
-  if predicted <= 2 * gc.max_step_s:
-    return None
-  return (f'predicted {predicted:.1f} s (>= {s0:.2f} s at L={l0}, times {context}/{l0}) > '
-          f'2 x max_step_s={gc.max_step_s}; not run')
-
-
 def measure(name: str, gc: GenerationConfig, context: int, batch: int,
             last_decode=None, last_prefill=None) -> dict:
   """One results row: decode (or the rerun baseline) and prefill at (context, batch);
@@ -144,7 +132,7 @@ def measure(name: str, gc: GenerationConfig, context: int, batch: int,
   predict a timeout without running."""
   row = dict(model=name, seq_len=context, batch=batch, hidden=gc.hidden, layers=gc.layers,
              device=str(jax.devices()[0].device_kind))
-  why = predicted_timeout(gc, context, last_decode)
+  why = benchmark.timeout_reason(last_decode, context, gc.max_step_s, 'L')
   if why:
     return dict(row, status='timeout', error=why)
   try:
@@ -153,7 +141,7 @@ def measure(name: str, gc: GenerationConfig, context: int, batch: int,
   except TimeoutError as e:
     return dict(row, status='timeout', error=str(e))
   if name != RERUN:
-    why = predicted_timeout(gc, context, last_prefill)
+    why = benchmark.timeout_reason(last_prefill, context, gc.max_step_s, 'L')
     try:
       if why:
         raise TimeoutError(why)

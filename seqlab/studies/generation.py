@@ -183,7 +183,7 @@ def claims(rows) -> list[study.Claim]:
     out.append(study.claim(
         f'Generating at batch {batch}, a recurrent model costs the same per token at every '
         f'context length (fixed-size state) while a transformer\'s per-token cost and KV '
-        f'cache grow linearly with the context.', parts,
+        f'cache grow with the context (O(L) in theory).', parts,
         f'Log-log slopes of ms/token against L over L = {", ".join(map(str, contexts))} (the '
         f'longer half): ' + ', '.join(f'{m} {v:+.2f}' for m, v in {**rec, **att}.items()) +
         '. The transformer is slower per token than the LSTM from ' + where))
