@@ -27,7 +27,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 DEFAULT_CONFIG = 'experiments/grad_flow.py'
 # A config key a sweep replaces by one of its axes -> that axis's flag.
 SWEPT = {'model.name': 'models', 'task.name': 'tasks', 'task.seq_len': 'seq_lens',
-         'seed': 'seeds'}
+         'seed': 'seeds', 'train.lr': 'lrs'}
 TYPE_WORDS = {bool: 'true or false', int: 'an integer', float: 'a number', str: 'a string'}
 
 
@@ -72,12 +72,39 @@ def check_config_args(argv) -> None:
           raise ValueError(f'{a}: config.{key} takes {TYPE_WORDS[kind]} (its default is '
                            f'{default!r}), not {text!r}') from None
       sweep = config.get('sweep')
-      if key in SWEPT and sweep is not None and SWEPT[key] in sweep:
-        axis = SWEPT[key]
+      axis = SWEPT.get(key)
+      values = _flag_list(argv, axis) if axis else None
+      if axis and sweep is not None and (sweep.get(axis) if values is None else values):
         raise ValueError(f'{a} would be ignored: this study runs every value of sweep.{axis} '
-                         f'({",".join(map(str, sweep[axis]))}); use --{axis}={text} instead')
+                         f'({",".join(map(str, values or sweep[axis]))}); use --{axis}={text} '
+                         f'instead')
+      budget = _flag_value(argv, 'config.model.param_budget')
+      if key == 'model.hidden' and _positive(budget or config.get('model', {}).get(
+          'param_budget', 0)):
+        raise ValueError(f'{a} would be ignored: model.param_budget='
+                         f'{budget or config.model.param_budget} sizes every model\'s width; '
+                         f'add --config.model.param_budget=0 to set the width yourself')
   except ValueError as e:  # a missing file, an unknown :variant or key, a bad value
     fail(str(e))
+
+
+def _positive(text) -> bool:
+  try:
+    return float(text) > 0
+  except ValueError:
+    return False   # not a number: its own override check says so
+
+
+def _flag_value(argv, name):
+  """The value of --name=V in argv (the last one), or None."""
+  hits = [a.split('=', 1)[1] for a in argv[1:] if a.startswith(f'--{name}=')]
+  return hits[-1] if hits else None
+
+
+def _flag_list(argv, name):
+  """The values of a list flag --name=a,b in argv ([] for --name=), or None when absent."""
+  v = _flag_value(argv, name)
+  return None if v is None else [x for x in v.split(',') if x]
 
 
 def _lookup(config, key):
@@ -108,6 +135,10 @@ flags.DEFINE_list('models', None, 'Models to sweep, e.g. rnn,lstm,gru,transforme
 flags.DEFINE_list('tasks', None, 'Tasks to sweep, e.g. adding,copy,recall,kback.')
 flags.DEFINE_list('seq_lens', None, 'Sequence lengths to sweep, e.g. 50,200,1000.')
 flags.DEFINE_list('seeds', None, 'Seeds to sweep, e.g. 0,1,2.')
+flags.DEFINE_list('lrs', None, 'Learning rates to sweep, e.g. 1e-3,3e-3; tables and claims '
+                  'use, for each (model, task, T), the lr with the best validation loss.')
+flags.DEFINE_list('skip', None, 'Points of the sweep not to run: point-name patterns, e.g. '
+                  'transformer-adding-* (the sweep.skip list).')
 flags.DEFINE_bool('override', False, 'Run even though --workdir holds a config.json that '
                   'differs from this command (finished points are kept).')
 flags.DEFINE_list('rerun', None, 'Finished points to run again from the start, keeping every '
@@ -171,16 +202,18 @@ def config_name() -> str:
 def build_config():
   config = FLAGS.config
   with config.unlocked():
-    for axis, conv in (('models', str), ('tasks', str), ('seq_lens', None), ('seeds', None)):
+    for axis, conv in (('models', str), ('tasks', str), ('seq_lens', int), ('seeds', int),
+                       ('lrs', float), ('skip', str)):
       values = getattr(FLAGS, axis)
       if values is not None:
-        if conv is None:
+        if conv is not str:
           try:
-            values = [int(v) for v in values]
+            values = [conv(v) for v in values]
           except ValueError:
-            fail(f'--{axis}={",".join(values)}: every value must be an integer')
-        if 'sweep' not in config:
-          fail(f'--{axis}: config.study={config.get("study")!r} has no sweep to set')
+            fail(f'--{axis}={",".join(values)}: every value must be '
+                 f'{"an integer" if conv is int else "a number"}')
+        if 'sweep' not in config or axis not in config.sweep:
+          fail(f'--{axis}: config.study={config.get("study")!r} has no sweep.{axis} to set')
         config.sweep[axis] = values
   return config
 
@@ -241,6 +274,7 @@ def main(argv):
   if len(argv) > 1:
     fail(f'unexpected arguments {argv[1:]}; flags take the form --name=value')
   from seqlab import sweep
+  from seqlab import workdir as workdir_lib
   from seqlab.infra import distributed, storage, writer
   config = build_config()
   if FLAGS.list:
@@ -288,7 +322,7 @@ def main(argv):
     if hasattr(study, 'validate_workdir'):  # the report: is there anything to redraw
       study.validate_workdir(config, workdir)
     rerun = sweep.select_rerun(workdir, FLAGS.rerun) if FLAGS.rerun else []
-    sweep.check_workdir(workdir)
+    workdir_lib.check_workdir(workdir)
   except sweep.ConfigError as e:
     fail(str(e))
   if CHECK_ONLY:
@@ -301,7 +335,7 @@ def main(argv):
                               FLAGS.fetch_to, install=FLAGS.tpu_install)
     sys.exit(tpu_launch.main(spec, sys.argv[1:], workdir, HERE))
   try:
-    sweep.open_workdir(config, workdir, override=FLAGS.override)
+    workdir_lib.open_workdir(config, workdir, override=FLAGS.override)
   except sweep.ConfigError as e:
     fail(str(e))
   try:

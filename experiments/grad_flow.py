@@ -25,6 +25,7 @@ MODELS = ['rnn', 'lstm', 'gru', 'lru', 'mingru', 'transformer']
 
 def get_config(arg: str = ''):
   c = long_range.get_config()
+  c.model.param_budget = 0             # this study sets its widths itself
   c.study = 'grad_flow'
   c.model.hidden = 64
   c.task.name = 'recall'
@@ -32,6 +33,7 @@ def get_config(arg: str = ''):
   c.train.lr = 2e-3
   c.train.log_every = 50
   c.train.eval_batches = 2
+  del c.sweep['lrs']                   # one lr: the trained phase is not a comparison
   c.sweep.models = list(MODELS)
   c.sweep.tasks = ['recall']
   c.sweep.seq_lens = [16, 64, 256, 1024]

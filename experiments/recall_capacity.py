@@ -36,6 +36,7 @@ from experiments import long_range
 
 def get_config(arg: str = ''):
   c = long_range.get_config()          # the same model and train options as every study
+  c.model.param_budget = 0             # this study sets its widths itself
   c.study = 'recall_capacity'
   c.model.layers = 2                   # Zoology: 2 layers
   c.model.heads = 1                    # Zoology's MQAR attention: one head

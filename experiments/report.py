@@ -21,6 +21,12 @@ def get_config(arg: str = 'quick'):
   c.sections = ml_collections.FieldReference([], field_type=list)  # [] = every section
   # study -> the variant of its config this scale runs (default: the scale itself)
   c.study_scales = ml_collections.ConfigDict()
+  c.study_scales.paper = 'cpu' if arg == 'quick' else arg
+  if arg == 'quick':   # the published-table study runs ~35 min on a CPU: on its own,
+    # python launch.py --config=experiments/paper.py:cpu --workdir=runs/report/paper;
+    # the report then draws its section too (a study with results in the workdir is drawn)
+    c.sections = ['grad_flow', 'impulse', 'long_range', 'throughput', 'text', 'generation',
+                  'length_gen', 'recall_capacity']
   if arg == 'gpu':   # the device script: kernels checked and timed first, then every
     # training study's :quick config once on the device
     c.sections = ['throughput', 'grad_flow', 'impulse', 'long_range', 'text', 'generation',

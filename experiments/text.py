@@ -32,6 +32,7 @@ from experiments import long_range
 
 def get_config(arg: str = ''):
   c = long_range.get_config()          # the same model and train options as every study
+  c.model.param_budget = 0             # this study sets its widths itself
   c.study = 'text'
   c.task = ml_collections.ConfigDict(dict(
       name='charlm', seq_len=128,

@@ -129,6 +129,8 @@ KEY_DOCS = {
     'sweep.tasks': 'tasks swept (--tasks)',
     'sweep.seq_lens': 'sequence lengths swept (--seq_lens)',
     'sweep.seeds': 'seeds swept (--seeds)',
+    'sweep.lrs': 'learning rates swept (--lrs); each (model, task, T) reports its best',
+    'sweep.skip': 'point-name patterns not run (--skip), e.g. transformer-adding-*',
     'grad_flow.batch_size': 'examples per seed in each gradient measurement',
     'grad_flow.train_steps': 'training steps before the trained measurement',
     'grad_flow.train_seq_len': 'T of the trained measurement',

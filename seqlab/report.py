@@ -85,7 +85,11 @@ def run(config, workdir: str) -> dict:
   if timings and writer.is_writer():
     writer.write_json(path, timings)
   drawn = []
-  for s in sections:
+  # A study outside the sections is drawn too when its results are in the workdir (e.g.
+  # paper, run on its own into <workdir>/paper), in STUDIES order after the sections.
+  extra = [s for s in studies.STUDIES.values()
+           if s not in sections and s.rows(os.path.join(workdir, s.NAME))]
+  for s in sections + extra:
     sub_dir = os.path.join(workdir, s.NAME)
     rows = s.rows(sub_dir)
     if not rows:

@@ -1,8 +1,8 @@
 """Sweeps: validate a config, run each point in its own subdirectory, keep
 results.jsonl (one line per finished point) and print a summary table.
 
-A point is one (model, task, seq_len, seed); its model may name a kernel,
-'MODEL:KERNEL' (seqlab.models.KERNELS). The studies (seqlab.studies) run their points
+A point is one (model, task, seq_len, seed), and one lr where the config sweeps
+sweep.lrs; its model may name a kernel, 'MODEL:KERNEL' (seqlab.models.KERNELS). The studies (seqlab.studies) run their points
 through these functions.
 """
 from __future__ import annotations
@@ -13,7 +13,6 @@ import fnmatch
 import json
 import math
 import os
-import shutil
 
 import jax
 
@@ -61,6 +60,9 @@ def validate(config) -> None:
       raise ConfigError(str(e)) from None
     for n in sw.seq_lens:
       n_int = _as_int('seq_len', n)
+      if task.min_seq_len == task.max_seq_len != n_int:
+        raise ConfigError(f'seq_len={n}: task {t!r} reads sequences of exactly '
+                          f'{task.max_seq_len} steps; use --seq_lens={task.max_seq_len}')
       if n_int < task.min_seq_len:
         raise ConfigError(f'seq_len={n} is too short for task {t!r}: it needs at least '
                           f'{task.min_seq_len}')
@@ -70,6 +72,13 @@ def validate(config) -> None:
   for s in sw.seeds:
     if _as_int('seed', s) < 0:
       raise ConfigError(f'seed={s} is negative; seeds are integers >= 0')
+  for lr in sw.get('lrs', ()):
+    check_value('sweep.lrs', lr, float, _positive, 'finite and > 0 (each value)')
+  names = [point_name(p) for p in _every_point(sw)]
+  for pat in sw.get('skip', ()):
+    if not fnmatch.filter(names, pat):
+      raise ConfigError(f'sweep.skip={pat!r} matches no point of the sweep; points are named '
+                        f'MODEL-TASK-T<len>[-lr<lr>]-s<seed>, e.g. {names[0]}')
   check_ranges(config)
   tc = config.get('train')
   if tc is not None:
@@ -209,122 +218,25 @@ def _as_int(name, v) -> int:
     raise ConfigError(f'{name}={v!r} is not an integer') from None
 
 
-# ------------------------------------------------------------------------------ workdir
-_LOCKS = {}  # workdir -> open lock file, held until the process exits
-
-
-def check_workdir(workdir: str) -> None:
-  """Read-only checks of a local workdir before anything is written: it is a folder
-  (or does not exist yet) and this user may write in it (or in its nearest existing
-  parent). Raises ConfigError (one line)."""
-  if storage.is_url(workdir):
-    return
-  path = os.path.abspath(workdir)
-  if os.path.exists(path) and not os.path.isdir(path):
-    raise ConfigError(f'workdir {workdir} is a file, not a folder; give a folder with '
-                      f'--workdir (it is made when missing)')
-  parent = path
-  while not os.path.exists(parent):
-    parent = os.path.dirname(parent)
-  if not os.path.isdir(parent):
-    raise ConfigError(f'workdir {workdir} cannot be made: {parent} is a file, not a folder')
-  if not os.access(parent, os.W_OK | os.X_OK):
-    raise ConfigError(f'workdir {workdir} is not writable by this user ({parent} is not); '
-                      f'use a --workdir you may write to')
-
-
-def open_workdir(config, workdir: str, override: bool = False) -> None:
-  """Locks `workdir` for this process and checks it was made by the same command.
-
-  A second launch on a locked workdir fails (fcntl.flock, released by the kernel
-  when the holder exits, even on kill -9); a bucket (gs://) has no locks. The
-  workdir's config.json must equal the new config except for the sweep axes (they
-  may grow or shrink: a point's own config is the rest plus its axis values);
-  --override accepts a different config, keeping finished points and checkpoints
-  made under the old one. Any problem with the workdir itself (a file, not writable,
-  a full disk) is a ConfigError, and what this call made is removed again."""
-  if not writer.is_writer():
-    return
-  check_workdir(workdir)
-  made = []  # what this call created, removed again if it fails
-  try:
-    _open_workdir(config, workdir, override, made)
-  except (OSError, writer.WriteError) as e:
-    for path in reversed(made):
-      if os.path.isdir(path):
-        shutil.rmtree(path, ignore_errors=True)
-      elif os.path.exists(path):
-        os.unlink(path)
-    f = _LOCKS.pop(os.path.abspath(workdir), None)
-    if f is not None:
-      f.close()
-    why = str(e) if isinstance(e, writer.WriteError) else (e.strerror or str(e))
-    raise ConfigError(f'workdir {workdir} cannot be used: {why}') from None
-
-
-def _open_workdir(config, workdir, override, made) -> None:
-  import fcntl
-  import json
-  if storage.is_url(workdir):
-    # A bucket has no file locks: say so once rather than pretend.
-    print(f'note: {workdir} is a bucket; it is not locked against a second launch on the '
-          f'same workdir (do not start one)', flush=True)
-  else:
-    top = os.path.abspath(workdir)
-    while not os.path.exists(os.path.dirname(top)):
-      top = os.path.dirname(top)
-    if not os.path.exists(top):
-      made.append(top)
-    os.makedirs(workdir, exist_ok=True)
-    path = os.path.join(workdir, '.lock')
-    if not os.path.exists(path):
-      made.append(path)
-    f = open(path, 'a')
-    try:
-      fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError:
-      f.close()
-      raise ConfigError(f'workdir {workdir} is in use by another launch (lock {path}); wait '
-                        f'for it to finish or use a different --workdir') from None
-    _LOCKS[os.path.abspath(workdir)] = f
-  new = json.loads(json.dumps(writer.to_jsonable(config.to_dict())))
-  cfg_path = os.path.join(workdir, 'config.json')
-  if storage.exists(cfg_path) and not override:
-    try:
-      old = writer.read_json(cfg_path)
-    except (OSError, ValueError):
-      old = None  # unreadable (torn by a crash): rewritten below
-    if old is not None:
-      # The sweep axes may change, and so may what a run does rather than what it
-      # computes (the report's redraw_only and sections).
-      free = ('sweep', 'redraw_only', 'sections')
-      diffs = _config_diffs({k: v for k, v in old.items() if k not in free},
-                            {k: v for k, v in new.items() if k not in free})
-      if diffs:
-        raise ConfigError(f'workdir {workdir} was made with a different config '
-                          f'({"; ".join(diffs[:3])}); use a new --workdir, or pass '
-                          f'--override to keep its finished points anyway')
-  writer.write_json(cfg_path, new)
-
-
-def _config_diffs(old, new, prefix='') -> list[str]:
-  if isinstance(old, dict) and isinstance(new, dict):
-    out = []
-    for k in sorted(set(old) | set(new)):
-      out += _config_diffs(old.get(k, '<unset>'), new.get(k, '<unset>'), f'{prefix}{k}.')
-    return out
-  return [] if old == new else [f'{prefix[:-1]}: was {old!r}, now {new!r}']
-
-
 # ------------------------------------------------------------------------------- points
 def points(config) -> list[dict]:
-  sw = config.sweep
-  return [dict(model=m, task=t, seq_len=int(n), seed=int(s))
-          for t, n, m, s in itertools.product(sw.tasks, sw.seq_lens, sw.models, sw.seeds)]
+  """Every (task, seq_len, model[, lr], seed) of the sweep, lr only when sweep.lrs is set,
+  less those whose name matches a pattern of sweep.skip."""
+  skip = list(config.sweep.get('skip', ()))   # point-name patterns left out
+  return [p for p in _every_point(config.sweep)
+          if not any(fnmatch.fnmatch(point_name(p), pat) for pat in skip)]
+
+
+def _every_point(sw) -> list[dict]:
+  lrs = [float(lr) for lr in sw.get('lrs', ())] or [None]
+  return [dict(model=m, task=t, seq_len=int(n), seed=int(s), **({} if lr is None else {'lr': lr}))
+          for t, n, m, lr, s in itertools.product(sw.tasks, sw.seq_lens, sw.models, lrs,
+                                                  sw.seeds)]
 
 
 def point_name(p: dict) -> str:
-  return f'{p["model"]}-{p["task"]}-T{p["seq_len"]}-s{p["seed"]}'
+  lr = f'-lr{p["lr"]:g}' if 'lr' in p else ''
+  return f'{p["model"]}-{p["task"]}-T{p["seq_len"]}{lr}-s{p["seed"]}'
 
 
 def point_config(config, p: dict, **model_fields):
@@ -342,6 +254,8 @@ def point_config(config, p: dict, **model_fields):
       c.task.seq_len = int(p['seq_len'])
     if 'seed' in p:
       c.seed = int(p['seed'])
+    if 'lr' in p:
+      c.train.lr = float(p['lr'])
     for k, v in model_fields.items():
       c.model[k] = v
   return c
@@ -396,7 +310,7 @@ def record(workdir: str, p: dict, result: dict) -> dict:
 
 
 def run(config, workdir: str) -> list[dict]:
-  """The training sweep: every (task, seq_len, model, seed) point, each trained by
+  """The training sweep: every (task, seq_len, model[, lr], seed) point, each trained by
   seqlab.train in workdir/<point>; finished points are not run again."""
   from seqlab import train
   validate(config)
@@ -431,6 +345,7 @@ def summary_table(rows: list[dict]) -> str:
     loss = (f'diverged at step {r["diverged_at_step"]}' if r.get('diverged_at_step') is not None
             else f'{fmt(r.get("final_loss")):>9} {fmt(r.get("chance_loss")):>9} '
                  f'{fmt(ratio, ".3f"):>11} {fmt(r.get("final_accuracy"), ".3f"):>6}')
+    lr = f' lr {r["lr"]:g}' if 'lr' in r else ''
     lines.append(f'{r["task"]:<8} {r["seq_len"]:>6} {r["model"]:<12} {r["seed"]:>4} '
-                 f'{r["num_params"]:>9,} {loss}')
+                 f'{r["num_params"]:>9,} {loss}{lr}')
   return '\n'.join(lines)

@@ -121,11 +121,11 @@ def init_state(cfg: models.ModelConfig, seed: int, tx):
                     'step': jnp.zeros((), jnp.int32)}
 
 
-def evaluate(compiled, params, task, config, seq_len, seed) -> dict:
+def evaluate(compiled, params, task, config, seq_len, seed, split=tasks.EVAL) -> dict:
   tc = config.train
   sums = {}
   for i in range(tc.eval_batches):
-    batch = task.batch(seed, i, tc.batch_size, seq_len, split=tasks.EVAL)
+    batch = task.batch(seed, i, tc.batch_size, seq_len, split=split)
     m = jax.device_get(compiled.eval_step(params, sharding.place_batch(batch, compiled.mesh)))
     for k, v in m.items():
       sums[k] = sums.get(k, 0.0) + float(v) / tc.eval_batches
@@ -237,9 +237,12 @@ def train(config, workdir: str, *, verbose: bool = True, return_params: bool = F
     print(f'{tag} diverged: non-finite {diverged[1]} at step {diverged[0]}; stopped, last good '
           f'checkpoint: {"none" if last_good is None else f"step {last_good}"}',
           file=sys.stderr, flush=True)
-    ev = {'loss': float('nan'), 'accuracy': float('nan')}
+    ev = va = {'loss': float('nan'), 'accuracy': float('nan')}
   else:
     ev = evaluate(compiled, state['params'], task, config, seq_len, seed)
+    # The lr is chosen on VALID, apart from the EVAL numbers that are reported.
+    va = (evaluate(compiled, state['params'], task, config, seq_len, seed, tasks.VALID)
+          if task.validation else ev)
     log.write(tc.steps, {'eval_loss': ev['loss'], 'eval_accuracy': ev['accuracy']})
     log.flush()
     ckpt.save(tc.steps, state,
@@ -251,6 +254,8 @@ def train(config, workdir: str, *, verbose: bool = True, return_params: bool = F
       'hidden': cfg.hidden, 'num_params': n_params, 'steps': int(tc.steps),
       'final_loss': _none_if_nan(ev['loss']),
       'final_accuracy': _none_if_nan(ev['accuracy']),
+      'valid_loss': _none_if_nan(va['loss']), 'lr': float(tc.lr),
+      'valid_split': 'valid' if task.validation else 'eval',
       'chance_loss': chance, 'wall_s': time.time() - t_start,
       'majority_accuracy': (task.majority_accuracy(seq_len) if task.majority_accuracy
                             else None),

@@ -94,6 +94,7 @@ def test_training_saves_each_checkpoint_with_its_own_held_out_loss(tmp_path, mon
   with c.unlocked():
     c.num_devices = 1
     c.model.name, c.model.hidden, c.task.seq_len = 'gru', 8, 8
+    c.model.param_budget, c.sweep.lrs = 0, []   # the width given, train.lr
     c.train.update(steps=12, batch_size=8, checkpoint_every=3, keep_checkpoints=1,
                    eval_batches=2, log_every=3, lr=3.0, warmup_steps=1)
   train.train(c, str(tmp_path), verbose=False)

@@ -17,7 +17,7 @@ import jax
 import numpy as np
 import pytest
 
-from seqlab import evaluate, sweep, train
+from seqlab import evaluate, sweep, train, workdir
 from seqlab.infra import preemption, writer
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -26,7 +26,7 @@ SEED = 21   # the random kill points below are drawn from this seed: a failure r
 STEPS = 300
 POINT = 'gru-adding-T10-s0'
 FLAGS = ['--config=experiments/long_range.py', '--tasks=adding', '--seq_lens=10',
-         '--seeds=0', '--config.num_devices=1', '--config.model.hidden=8',
+         '--seeds=0', '--config.num_devices=1', '--config.model.hidden=8', '--config.model.param_budget=0', '--lrs=',
          '--config.train.batch_size=8', '--config.train.eval_batches=1',
          '--config.train.log_every=50', f'--config.train.steps={STEPS}',
          '--config.train.checkpoint_every=10']
@@ -178,6 +178,7 @@ def _tiny(steps=40):
   c = long_range.get_config()
   c.num_devices = 1
   c.model.name, c.model.hidden = 'gru', 8
+  c.model.param_budget, c.sweep.lrs = 0, []   # the width given, train.lr
   c.task.seq_len = 10
   c.train.update(dict(batch_size=8, eval_batches=1, log_every=100, steps=steps,
                       checkpoint_every=10))
@@ -236,13 +237,13 @@ def test_workdir_full_disk_or_not_writable_is_one_line_and_nothing_left(tmp_path
   monkeypatch.setattr(os, 'fsync', lambda fd: (_ for _ in ()).throw(
       OSError(errno.ENOSPC, 'No space left on device')))
   with pytest.raises(sweep.ConfigError, match='no space left on the device') as e:
-    sweep.open_workdir(c, str(tmp_path / 'new' / 'w'))
+    workdir.open_workdir(c, str(tmp_path / 'new' / 'w'))
   assert '\n' not in str(e.value)
   assert not (tmp_path / 'new').exists()   # what open_workdir made is gone again
   monkeypatch.undo()
   monkeypatch.setattr(os, 'access', lambda path, mode: False)   # as a user who may not write
   with pytest.raises(sweep.ConfigError, match='is not writable by this user'):
-    sweep.open_workdir(c, str(tmp_path / 'w2'))
+    workdir.open_workdir(c, str(tmp_path / 'w2'))
   assert not (tmp_path / 'w2').exists()
 
 

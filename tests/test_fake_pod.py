@@ -116,7 +116,7 @@ def test_storage_ls_and_what_is_not_simulated(pods, gcs_bucket, capsys):
 def launch_cmd(tmp_path) -> list[str]:
   return [sys.executable, 'launch.py', '--config=experiments/long_range.py', '--models=gru',
           '--tasks=adding', '--seq_lens=10', '--seeds=0', f'--config.train.steps={STEPS}',
-          f'--config.train.checkpoint_every={EVERY}', '--config.model.hidden=8',
+          f'--config.train.checkpoint_every={EVERY}', '--config.model.hidden=8', '--config.model.param_budget=0', '--lrs=',
           '--config.train.batch_size=4', '--config.train.eval_batches=1', '--tpu=pod',
           '--zone=z', '--accelerator_type=v4-16', '--notpu_install',
           f'--workdir={tmp_path / "work"}', f'--fetch_to={tmp_path / "fetched"}']

@@ -1,5 +1,5 @@
 """The generation study (decode cost against context) and sampling: end to end at tiny
-sizes, resume, the verdict on made-up rows for each branch, and sampling that is
+sizes, resume, the crossover (its claim's branches: test_claims.py), and sampling that is
 deterministic for a seed and greedy at temperature 0."""
 import os
 
@@ -10,7 +10,7 @@ import numpy as np
 from experiments import generation as generation_config
 from seqlab import models, sampling
 from seqlab.infra import writer
-from seqlab.studies import generation, study
+from seqlab.studies import generation
 
 
 def tiny_config():
@@ -45,16 +45,6 @@ def _rows(slope_rnn, slope_att, cache_grows=True, state_grows=False):
       out.append(dict(model=m, batch=1, seq_len=l, status='ok', decode_ms_per_token=ms,
                       tokens_per_s=1e3 / ms, state_bytes_per_sequence=l if grows else 64))
   return out
-
-
-def test_claim_branches_on_made_up_rows():
-  (c,) = generation.claims(_rows(0.0, 1.0))
-  assert c.verdict == study.SUPPORTED and "L = 256, 1024, 4096, 16384" in c.evidence
-  assert "already at L = 256" in c.evidence   # made-up rows: slower at every L
-  (c,) = generation.claims(_rows(0.0, 0.1))
-  assert c.verdict == study.PARTLY and 'transformer per-token cost grows' in c.evidence
-  (c,) = generation.claims(_rows(1.0, 0.0, cache_grows=False, state_grows=True))
-  assert c.verdict == study.NOT_SUPPORTED
 
 
 def test_crossover_is_where_the_transformer_becomes_slower():

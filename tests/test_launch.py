@@ -24,13 +24,18 @@ def launch(*args, cwd, **env_extra):
     (['--config.train.batch_size=7', '--config.num_devices=2'], ['batch_size=7', 'multiple of 2']),
     (['--config.model.nope=3'], ['unknown config key config.model.nope', 'hidden']),
     (['--config=experiments/nope.py'], ['not found', 'experiments/long_range.py']),
-    (['--config.train.lr=nan'], ['config.train.lr=nan is not allowed', 'finite and > 0']),
-    (['--config.train.lr=-0.01'], ['config.train.lr=-0.01', 'a number, finite and > 0']),
+    (['--lrs=1e-3,nan'], ['config.sweep.lrs=nan is not allowed', 'finite and > 0']),
+    (['--lrs=', '--config.train.lr=-0.01'], ['config.train.lr=-0.01', 'a number, finite and > 0']),
+    (['--config.train.lr=0.01'], ['--config.train.lr=0.01 would be ignored', 'use --lrs=0.01']),
+    (['--lrs=fast'], ['--lrs=fast: every value must be a number']),
     (['--config.train.steps=abc'], ['config.train.steps takes an integer', "not 'abc'"]),
     (['--config.train.warmup_steps=-1'], ['warmup_steps=-1', 'an integer, >= 0']),
     (['--config.train.clip_norm=inf'], ['clip_norm=inf', 'finite and >= 0']),
     (['--config.train.final_lr_fraction=2'], ['final_lr_fraction=2.0', 'in [0, 1]']),
-    (['--config.model.hidden=0'], ['model.hidden=0', '> 0']),
+    (['--config.model.hidden=0', '--config.model.param_budget=0'], ['model.hidden=0', '> 0']),
+    (['--config.model.hidden=8'], ['--config.model.hidden=8 would be ignored',
+                                   'model.param_budget=20000', '--config.model.param_budget=0']),
+    (['--skip=nope-*'], ["sweep.skip='nope-*' matches no point"]),
     (['--config.task.seq_len=16'], ['--config.task.seq_len=16 would be ignored', '--seq_lens=16']),
     (['--config.model.name=gru'], ['sweep.models', '--models=gru']),
     (['--config.task.name=copy'], ['sweep.tasks', '--tasks=copy']),
@@ -98,9 +103,11 @@ def test_list_print_config_and_check_only_write_nothing(tmp_path):
                 'charlm', 'train.lr', 'peak learning rate', 'sweep.seq_lens'):
     assert words in p.stdout, words
   p = launch('--config=experiments/long_range.py', '--print_config', '--models=gru',
-             '--config.train.lr=0.01', cwd=tmp_path)
+             '--lrs=0.02', cwd=tmp_path)
   assert p.returncode == 0 and not p.stderr, p.stderr
-  assert 'lr: 0.01' in p.stdout and '- gru' in p.stdout
+  assert '- 0.02' in p.stdout and '- gru' in p.stdout
+  p = launch('--config=experiments/impulse.py', '--lrs=0.02', cwd=tmp_path)
+  assert p.returncode == 2 and 'has no sweep.lrs to set' in p.stderr, p.stderr
   p = launch('--config=experiments/long_range.py', '--only_check_args', '--models=gru',
              cwd=tmp_path)
   assert p.returncode == 0 and 'every check passed' in p.stdout and not p.stderr, p.stderr
@@ -108,7 +115,7 @@ def test_list_print_config_and_check_only_write_nothing(tmp_path):
 
 
 TINY = ['--config=experiments/long_range.py', '--tasks=adding', '--seq_lens=10', '--seeds=0',
-        '--config.num_devices=1', '--config.model.hidden=8', '--config.train.batch_size=8',
+        '--config.num_devices=1', '--config.model.hidden=8', '--config.model.param_budget=0', '--lrs=', '--config.train.batch_size=8',
         '--config.train.eval_batches=1', '--config.train.log_every=10',
         '--config.train.steps=20', '--config.train.checkpoint_every=10']
 

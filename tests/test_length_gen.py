@@ -1,15 +1,13 @@
 """The length-generalisation study: one tiny run end to end (train at T, evaluate at 2T,
-learned positions refused beyond T with a reason), resume, and every verdict branch of
-its claims on made-up rows."""
+learned positions refused beyond T with a reason), resume, and its table on made-up rows
+(every verdict branch of its claims: test_claims.py)."""
 import os
 
 import pytest
 
 from seqlab import config as seqlab_config
 from seqlab import sweep, train
-from seqlab.studies import length_gen, study
-
-S, P, N = study.SUPPORTED, study.PARTLY, study.NOT_SUPPORTED
+from seqlab.studies import length_gen
 
 
 def tiny_config():
@@ -58,46 +56,13 @@ def test_variants_and_multipliers_are_checked():
     length_gen.validate(c)
 
 
-# ------------------------------------------------------------------------------ claims
+# ------------------------------------------------------------------------------- table
 def row(task, model, ratios, chance=2.0):
   """A results line: loss/chance `ratios` at T, 2T, 4T; a str is a reason (not run)."""
   evals = [dict(multiplier=m, seq_len=8 * m, reason=v) if isinstance(v, str) else
            dict(multiplier=m, seq_len=8 * m, loss=v * chance, chance=chance)
            for m, v in zip((1, 2, 4), ratios)]
   return dict(task=task, model=model, seq_len=8, seed=0, evals=evals)
-
-
-def only(claims, words):
-  found = [c for c in claims if words in c.text]
-  assert len(found) == 1
-  return found[0]
-
-
-@pytest.mark.parametrize('lstm, gru, want', [
-    ((0.01, 0.015, 0.05), (0.2, 0.25, 0.3), S),      # kept: within max(2x, +0.1)
-    ((0.01, 0.015, 0.5), (0.2, 0.25, 0.3), P),       # lstm loses it at 4T
-    ((0.01, 0.5, 0.9), (0.9, 0.9, 0.9), N),          # lstm loses it; gru learned nothing
-])
-def test_recurrent_claim(lstm, gru, want):
-  rows = [row('kback', 'lstm', lstm), row('kback', 'gru', gru),
-          row('copy', 'gru', (0.95, 0.99, 0.99))]    # not learned at T: not counted
-  c = only(length_gen.claims(rows), 'Recurrent models keep')
-  assert c.verdict == want, c.evidence
-  assert 'not learned at T: copy' in c.evidence
-
-
-@pytest.mark.parametrize('sinusoidal, learned, want', [
-    ((0.01, 0.5, 1.5), (0.01, 'no position', 'no position'), S),
-    ((0.01, 0.012, 0.015), (0.01, 'no position', 'no position'), P),   # sinusoidal keeps it
-    ((0.9, 0.9, 0.9), (0.01, 0.02, 0.03), N),                         # learned ran beyond T
-])
-def test_transformer_claim(sinusoidal, learned, want):
-  rows = [row('kback', 'transformer', sinusoidal), row('kback', 'transformer+learned', learned)]
-  c = only(length_gen.claims(rows), 'learned positions cannot run')
-  assert c.verdict == want, c.evidence
-  assert length_gen.claims([]) == []
-  alone = only(length_gen.claims(rows[1:]), 'learned positions cannot run')
-  assert alone.verdict != S and 'sinusoidal positions was run' in alone.evidence
 
 
 def test_table_marks_lengths_not_run_and_averages_seeds():

@@ -12,12 +12,15 @@ from tests.test_long_range import fake_sweep
 
 
 def test_report_redraws_from_results_only_and_embeds_figures(tmp_path):
-  fake_sweep(str(tmp_path / 'long_range'))
+  rows = fake_sweep(str(tmp_path / 'long_range'))
+  for r in rows:   # the same points at T=100, where the adding claim speaks
+    writer.append_jsonl_atomic(str(tmp_path / 'long_range' / 'results.jsonl'),
+                               dict(r, seq_len=100, point=r['point'].replace('T50', 'T100')))
   c = ml_collections.ConfigDict(dict(scale='quick', redraw_only=True, sections=['long_range']))
   out = report.run(c, str(tmp_path))
   md = open(out['report_md']).read()
-  assert 'Adding problem: a vanilla RNN stays near the 1/6 chance level' in md
-  assert 'partly supported' in md  # only lstm solves; gru diverged, no transformer
+  assert 'Adding problem at T >= 100: LSTM and GRU (and attention) solve it' in md
+  assert 'partly supported' in md and 'gru solves it at T=100 (not run)' in md   # no gru at 100
   assert 'jax' in md and 'python launch.py --config=experiments/report.py:quick' in md
   html = open(out['report_html']).read()
   png = open(tmp_path / 'long_range' / 'figures' / 'long_range.png', 'rb').read()
@@ -35,6 +38,24 @@ def test_report_keeps_a_study_time_when_nothing_was_left_to_run(tmp_path, monkey
   monkeypatch.setattr(long_range, 'run', lambda config, workdir: None)
   report.run(c, str(tmp_path))   # every point done: the study adds no row
   assert writer.read_json(str(tmp_path / 'timings.json'))['long_range'] == first
+
+
+def test_quick_runs_every_study_but_paper_and_draws_paper_when_its_results_are_there(tmp_path):
+  from seqlab import config as seqlab_config
+  from seqlab.studies import paper
+  c = seqlab_config.load('report:quick')
+  assert [s.NAME for s in report._sections(c)] == [n for n in report.studies.STUDIES
+                                                   if n != 'paper']
+  assert report._variant(c, 'paper') == 'cpu'
+  writer.append_jsonl_atomic(str(tmp_path / 'paper' / 'results.jsonl'), dict(
+      point='listops-transformer-T128-s0', group='listops', model='transformer', seed=0,
+      task='listops', seq_len=128, steps=10, lr=1e-3, final_loss=1.5, final_accuracy=0.4,
+      majority_accuracy=0.17, chance_loss=2.0))
+  with c.unlocked():
+    c.redraw_only, c.sections = True, ['long_range']
+  fake_sweep(str(tmp_path / 'long_range'))
+  md = open(report.run(c, str(tmp_path))['report_md']).read()
+  assert f'## {paper.TITLE}' in md and 'the transformer beats the majority class' in md
 
 
 def test_redraw_with_nothing_run_is_a_config_error_and_writes_nothing(tmp_path):
@@ -56,7 +77,9 @@ def test_the_device_report_checks_kernels_first_then_every_quick_study():
   c = seqlab_config.load('report:gpu')
   report.validate(c)   # every study's config for this scale passes its own checks
   order = [s.NAME for s in report._sections(c)]
-  assert order[0] == 'throughput' and sorted(order) == sorted(report.studies.STUDIES)
+  # every study but paper (hours at the papers' scale: run on its own)
+  assert order[0] == 'throughput' and sorted(order) == sorted(set(report.studies.STUDIES) -
+                                                             {'paper'})
   assert report._variant(c, 'throughput') == 'gpu'
   assert {report._variant(c, n) for n in order[1:]} == {'quick'}
   assert seqlab_config.load('throughput:gpu').bench.check_backends

@@ -60,7 +60,7 @@ import runpy, sys
 sys.argv = ['launch.py'] + sys.argv[1:]
 runpy.run_path('launch.py', run_name='__main__')
 """
-BASE = {'num_devices': 1, 'model.name': 'gru', 'model.hidden': 16, 'task.seq_len': 100,
+BASE = {'num_devices': 1, 'model.name': 'gru', 'model.hidden': 16, 'model.param_budget': 0, 'task.seq_len': 100,
         'train.batch_size': 8, 'train.log_every': 10, 'train.eval_batches': 1,
         'train.checkpoint_every': 10, 'train.steps': 120}
 
@@ -192,7 +192,7 @@ def test_skip_nonfinite_is_bounded(tmp_path):
 
 
 LAUNCH_ARGS = ('--config=experiments/long_range.py', '--config.num_devices=1',
-               '--config.model.hidden=8', '--config.train.batch_size=8',
+               '--config.model.hidden=8', '--config.model.param_budget=0', '--lrs=', '--config.train.batch_size=8',
                '--config.train.eval_batches=1', '--config.train.log_every=5', '--tasks=adding',
                '--seq_lens=10', '--seeds=0')
 

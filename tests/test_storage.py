@@ -107,7 +107,7 @@ def _env(gcs_env):
 
 
 LAUNCH = [sys.executable, 'launch.py', '--config=experiments/long_range.py',
-          '--config.num_devices=1', '--config.model.hidden=8', '--config.train.batch_size=8',
+          '--config.num_devices=1', '--config.model.hidden=8', '--config.model.param_budget=0', '--lrs=', '--config.train.batch_size=8',
           '--config.train.eval_batches=1', '--config.train.log_every=5',
           '--config.train.steps=30', '--config.train.checkpoint_every=10', '--tasks=adding',
           '--seq_lens=10', '--seeds=0', '--models=gru']

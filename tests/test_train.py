@@ -16,6 +16,7 @@ def tiny_config(model='lstm', task='adding', seq_len=20, steps=2, num_devices=1,
   c = long_range.get_config()
   with c.unlocked():
     c.model.name, c.model.hidden = model, 16
+    c.model.param_budget, c.sweep.lrs = 0, []   # the width given, train.lr
     c.task.name, c.task.seq_len = task, seq_len
     c.num_devices = num_devices
     c.train.steps, c.train.batch_size, c.train.log_every = steps, 8, 1

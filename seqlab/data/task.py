@@ -6,6 +6,7 @@ what it predicts ('per_step' or 'last'), its loss, its chance level, and
   inputs  [B, L] int32 or [B, L, input_dim] float32   (L = input_len(seq_len))
   targets [B, L] int32 (per_step) | [B] int32 (class) | [B] float32 (regression)
   mask    [B, L] float32 for per_step tasks (1 where the loss counts)
+Splits: TRAIN, EVAL (reported) and VALID (for choosing the lr; apart from EVAL).
 The batch of step s is a pure function of (seed, split, s), so runs resume exactly
 and any host can make its own shard by index.
 """
@@ -19,6 +20,7 @@ import jax.numpy as jnp
 import numpy as np
 
 TRAIN, EVAL = 0, 1
+VALID = 2   # held-out data for choosing settings (the lr); EVAL's numbers are reported
 
 
 def rng_for(seed: int, split: int, step: int) -> np.random.Generator:
@@ -45,6 +47,9 @@ class Task:
   # Classification tasks: seq_len -> held-out accuracy of always predicting the most
   # common class (the baseline a classifier must beat); None where it means nothing.
   majority_accuracy: Callable[[int], float] | None = None
+  # batch(split=VALID) gives held-out data apart from EVAL's (fresh draws for generated
+  # tasks); False: settings are chosen on EVAL's numbers, and results say so.
+  validation: bool = True
 
   def input_len(self, seq_len: int) -> int:
     return seq_len + self.extra_len

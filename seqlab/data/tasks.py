@@ -1,7 +1,8 @@
 """The task registry: every task seqlab trains on, by name.
 
 Synthetic tasks are values (seqlab.data.synthetic); tasks that read data or options
-(text, ListOps) are built from config.task by a builder (seqlab.data.text_tasks).
+(text, ListOps, images) are built from config.task by a builder (seqlab.data.text_tasks,
+seqlab.data.images).
 A new task is a module in seqlab/data/ and one line here.
 
 Re-exports the Task record and the loss so callers need only this module.
@@ -10,8 +11,8 @@ from __future__ import annotations
 
 from typing import Callable
 
-from seqlab.data import mqar, synthetic, text_tasks
-from seqlab.data.task import EVAL, TRAIN, Task, loss_and_metrics, rng_for  # noqa: F401
+from seqlab.data import images, mqar, synthetic, text_tasks
+from seqlab.data.task import EVAL, TRAIN, VALID, Task, loss_and_metrics, rng_for  # noqa: F401
 
 TASKS: dict[str, Task] = dict(synthetic.TASKS)
 
@@ -21,6 +22,7 @@ TASK_BUILDERS: dict[str, Callable[..., Task]] = {
     'textclf': text_tasks.textclf_task,
     'listops': text_tasks.listops_task,
     'mqar': mqar.mqar_task,
+    **images.BUILDERS,          # smnist, psmnist, scifar, digits, pdigits
 }
 
 

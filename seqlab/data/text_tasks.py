@@ -166,7 +166,7 @@ def charlm_task(task_config) -> task.Task:
                     make_batch=None, chance=lambda t: h,
                     chance_doc=f'unigram entropy of the training split, {h / math.log(2):.3f} '
                                f'bits/char ({len(train.tokens):,} train tokens)',
-                    min_seq_len=2, batch_fn=batch_fn,
+                    min_seq_len=2, batch_fn=batch_fn, validation=False,
                     max_seq_len=min(len(train.tokens), len(ev.tokens)) - 1)
 
 
@@ -185,7 +185,7 @@ def textclf_task(task_config) -> task.Task:
                     chance=lambda t: h,
                     chance_doc=f'class prior entropy of {len(names)} classes; majority class '
                                f'{text.majority_fraction(ev.labels):.3f} of held-out rows',
-                    min_seq_len=1, batch_fn=batch_fn,
+                    min_seq_len=1, batch_fn=batch_fn, validation=False,
                     majority_accuracy=lambda t: text.majority_fraction(ev.labels))
 
 

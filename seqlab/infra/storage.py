@@ -12,7 +12,7 @@ What differs on a bucket, and how seqlab copes:
     written: the atomic write needs no temporary name there;
   - there is no append: metrics.jsonl is rewritten (see writer.MetricWriter);
   - there are no real folders and no file locks: makedirs does nothing, and a bucket
-    workdir is not locked against a second launch (sweep.open_workdir says so).
+    workdir is not locked against a second launch (seqlab.workdir.open_workdir says so).
 
 Local paths keep plain os calls (POSIX rename, flock), exactly as before.
 """

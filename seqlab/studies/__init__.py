@@ -2,7 +2,7 @@
 seqlab/studies/study.py; a new study is a module here, one line below, and its config
 experiments/<NAME>.py. The launcher and the report find studies only through STUDIES.
 """
-from seqlab.studies import (generation, grad_flow, impulse, length_gen, long_range,
+from seqlab.studies import (generation, grad_flow, impulse, length_gen, long_range, paper,
                             recall_capacity, text, throughput)
 
 STUDIES = {s.NAME: s for s in (
@@ -14,4 +14,5 @@ STUDIES = {s.NAME: s for s in (
     generation,
     length_gen,
     recall_capacity,
+    paper,
 )}

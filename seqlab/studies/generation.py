@@ -155,22 +155,31 @@ def table(rows) -> str:
 
 
 def claims(rows) -> list[study.Claim]:
-  ok = [r for r in rows if r.get('status') == 'ok']
+  """Per batch: every recurrent model (a context it timed out at is not flat) against
+  every transformer (its slope over the contexts it finished)."""
   out = []
-  for batch, rs in _by_batch(ok).items():
+  for batch, everything in _by_batch(rows).items():
+    rs = [r for r in everything if r.get('status') == 'ok']
     s = slopes(rs)
-    rec = {m: v for m, v in s.items() if models.split_name(m)[0] != 'transformer'
-           and m != decoding.RERUN}
-    att = {m: v for m, v in s.items() if models.split_name(m)[0] == 'transformer'}
+    names = list(dict.fromkeys(r['model'] for r in everything))
+    rec = [m for m in names if models.split_name(m)[0] != 'transformer' and m != decoding.RERUN]
+    att = [m for m in names if models.split_name(m)[0] == 'transformer']
     if not rec or not att:
       continue
-    mem = {m: sorted({r['state_bytes_per_sequence'] for r in rs if r['model'] == m})
-           for m in {**rec, **att}}
-    parts = {f'{m} per-token cost flat (|slope| < {FLAT})': abs(v) < FLAT for m, v in rec.items()}
-    parts.update({f'{m} per-token cost grows with L (slope > {LINEAR})': v > LINEAR
-                  for m, v in att.items()})
-    parts.update({f'{m} state size constant': len(v) == 1 for m, v in mem.items() if m in rec})
-    parts.update({f'{m} cache grows with L': len(v) > 1 for m, v in mem.items() if m in att})
+    slope = {m: s.get(m, float('nan')) for m in rec + att}
+    timed_out = {m: [r['seq_len'] for r in everything
+                     if r['model'] == m and r.get('status') != 'ok']
+                 for m in rec}
+    # bytes of each model's state or cache, by growing context
+    mem = {m: [r['state_bytes_per_sequence'] for r in sorted(rs, key=lambda r: r['seq_len'])
+               if r['model'] == m] for m in rec + att}
+    parts = {f'{m} per-token cost flat (|slope| < {FLAT})': abs(slope[m]) < FLAT
+             and not timed_out[m] for m in rec}
+    parts.update({f'{m} per-token cost grows with L (slope > {LINEAR})': slope[m] > LINEAR
+                  for m in att})
+    parts.update({f'{m} state size constant': len(set(mem[m])) == 1 for m in rec})
+    parts.update({f'{m} cache grows with L': len(mem[m]) > 1 and all(
+        b > a for a, b in zip(mem[m], mem[m][1:])) for m in att})
     cross = crossover(rs)
     contexts = sorted({r['seq_len'] for r in rs})
     if cross is None:
@@ -179,14 +188,17 @@ def claims(rows) -> list[study.Claim]:
       where = f'every context measured here (already at L = {contexts[0]}).'
     else:
       where = f'L ~ {cross:,.0f}.'
-
+    late = ''.join(f' {m} timed out at L = {", ".join(map(str, ts))}.'
+                   for m, ts in timed_out.items() if ts)
     out.append(study.claim(
-        f'Generating at batch {batch}, a recurrent model costs the same per token at every '
-        f'context length (fixed-size state) while a transformer\'s per-token cost and KV '
-        f'cache grow with the context (O(L) in theory).', parts,
+        f'Generating at batch {batch}, a recurrent model\'s per-token cost stays flat as the '
+        f'context grows (|log-log slope of ms/token against L| < {FLAT:g} over the longer half '
+        f'of the contexts, none timed out; a fixed-size state) while a transformer\'s '
+        f'per-token cost (slope > {LINEAR:g}) and KV cache grow with it (O(L) in theory).', parts,
         f'Log-log slopes of ms/token against L over L = {", ".join(map(str, contexts))} (the '
-        f'longer half): ' + ', '.join(f'{m} {v:+.2f}' for m, v in {**rec, **att}.items()) +
-        '. The transformer is slower per token than the LSTM from ' + where))
+        f'longer half; nan: fewer than two contexts finished): ' +
+        ', '.join(f'{m} {v:+.2f}' for m, v in slope.items()) + '.' + late +
+        ' The transformer is slower per token than the LSTM from ' + where))
   return out
 
 

@@ -95,12 +95,14 @@ def claims(rows) -> list[study.Claim]:
   if not rows:
     return []
   t, end = _response_at_end(rows)
+  shorter = [m for m in dict.fromkeys(r['model'] for r in rows) if m not in end]
   return [study.Claim(
       'A recurrent network is an IIR filter: a unit impulse at t=0 echoes for ever, decaying '
       'as |lambda|^t for the linear recurrences (exact, tested) and as measured for the tanh '
       'cells; attention has no state to echo.', study.MEASURED,
       f'at initialisation, T={t}: response at t=T-1 relative to t=0: ' +
-      ', '.join(f'{m} {v:.2g}' for m, v in end.items()) + '.')]
+      ', '.join(f'{m} {v:.2g}' for m, v in end.items()) +
+      (f' (not measured at T={t}: {", ".join(shorter)})' if shorter else '') + '.')]
 
 
 def draw(workdir: str) -> list[str]:

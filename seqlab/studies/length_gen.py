@@ -45,6 +45,10 @@ LEARNED = 0.5       # learned at T: held-out loss below half the chance level
 KEEP_FACTOR = 2.0   # kept at L: loss/chance at L <= max(KEEP_FACTOR x ratio at T,
 KEEP_MARGIN = 0.1   #                                   ratio at T + KEEP_MARGIN)
 RECURRENT = ('rnn', 'lstm', 'gru', 'lru', 'mingru')
+# the reasons a length is not evaluated: the task's held-out data is too short (not the
+# model's doing: left out of the claims), or a learned-positions transformer has no position
+TASK_LIMIT, NO_POSITION, NOT_FINITE = ('held-out data has at most', 'no learned position beyond',
+                                       'not finite')
 
 
 def split_variant(model: str) -> tuple[str, dict]:
@@ -79,11 +83,11 @@ def validate(config) -> None:
 def unsupported(task, cfg, seq_len: int) -> str | None:
   """Why `seq_len` cannot be evaluated with this model and task, or None."""
   if task.max_seq_len and seq_len > task.max_seq_len:
-    return f'{task.name} held-out data has at most {task.max_seq_len} tokens'
+    return f'{task.name} {TASK_LIMIT} {task.max_seq_len} tokens'
   if cfg.name == 'transformer' and cfg.positions == 'learned':
     needed = task.input_len(seq_len) + (1 if cfg.readout == 'last' and cfg.pool == 'cls' else 0)
     if needed > cfg.max_len:
-      return (f'no learned position beyond {cfg.max_len} (built for the training length); '
+      return (f'{NO_POSITION} {cfg.max_len} (built for the training length); '
               f'length {seq_len} needs {needed}')
   return None
 
@@ -157,7 +161,7 @@ def ratios(rows) -> dict:
     for e in r.get('evals') or []:
       v = _ratio(e)
       vals[(r['task'], r['model'])][e['multiplier']].append(
-          v if v is not None else e.get('reason', 'not finite'))
+          v if v is not None else e.get('reason', NOT_FINITE))
   out = {}
   for key, by_m in vals.items():
     out[key] = {}
@@ -254,51 +258,73 @@ def _numbers(by_m) -> str:
   return ', '.join(f'{_mult(m)} {v:.3g}' for m, v in by_m.items() if isinstance(v, float))
 
 
+def _cell(v) -> str:
+  if not isinstance(v, str):
+    return f'{v:.3g}'
+  return 'not run' if v.startswith(NO_POSITION) else v if v == NOT_FINITE else 'past the data'
+
+
+def _judged(by_m) -> dict:
+  """multiplier -> loss/chance for the claims: inf where the loss was not finite, the
+  reason where the model could not run that length; lengths past the task's held-out
+  data are left out."""
+  return {m: math.inf if v == NOT_FINITE else v for m, v in by_m.items()
+          if not (isinstance(v, str) and TASK_LIMIT in v)}
+
+
+def _learned(mine) -> dict:
+  """task -> judged ratios, for the tasks learned at T (< LEARNED x chance)."""
+  return {tk: _judged(by_m) for tk, by_m in mine.items()
+          if isinstance(by_m.get(1), float) and by_m[1] < LEARNED}
+
+
 def claims(rows) -> list[study.Claim]:
   rs = ratios(rows)
   models = list(dict.fromkeys(r['model'] for r in rows))
+  ran = {m: sorted({r['task'] for r in rows if r['model'] == m}) for m in models}  # diverged too
   out = []
   recurrent = [m for m in models if split_variant(m)[0].split(':')[0] in RECURRENT]
   if recurrent:
     parts, evidence = {}, []
     for m in recurrent:
-      mine = {tk: by_m for (tk, mm), by_m in rs.items() if mm == m}
-      learned = {tk: by_m for tk, by_m in mine.items()
-                 if isinstance(by_m.get(1), float) and by_m[1] < LEARNED}
-      lost = [tk for tk, by_m in learned.items()
-              if not all(isinstance(v, float) and _kept(by_m[1], v) for v in by_m.values())]
-      parts[f'{m} keeps its loss on every task it learned at T'] = bool(learned) and not lost
-      evidence.append(f'{m}: ' + ('; '.join(f'{tk} {_numbers(by_m)}' for tk, by_m in
+      learned = _learned({tk: by_m for (tk, mm), by_m in rs.items() if mm == m})
+      # kept on a task: evaluated beyond T, and within the keep rule at every such length
+      kept = [tk for tk, j in learned.items() if any(mult > 1 for mult in j) and all(
+          isinstance(v, float) and _kept(j[1], v) for mult, v in j.items() if mult > 1)]
+      parts[f'{m} keeps its loss on every task it learned at T'] = (
+          bool(learned) and len(kept) == len(learned))
+      not_learned = [tk for tk in ran[m] if tk not in learned]
+      evidence.append(f'{m}: ' + ('; '.join(f'{tk} {_numbers(j)}' for tk, j in
                                             learned.items()) or 'learned no task at T') +
-                      (f' (not learned at T: {", ".join(sorted(set(mine) - set(learned)))})'
-                       if set(mine) - set(learned) else ''))
+                      (f' (not learned at T: {", ".join(not_learned)})' if not_learned else ''))
     out.append(study.claim(
         'Recurrent models keep the held-out loss they reached at the training length T at '
-        'lengths never trained on (up to the longest evaluated).', parts,
+        'every longer length evaluated (never trained on).', parts,
         'Held-out loss / chance on the tasks learned at T (< '
         f'{LEARNED:g} x chance; kept: at most max({KEEP_FACTOR:g} x, +{KEEP_MARGIN:g}) the '
-        'ratio at T): ' + ' | '.join(evidence) + '.'))
+        'ratio at T; inf: not finite): ' + ' | '.join(evidence) + '.'))
   att = [m for m in models if split_variant(m)[0].split(':')[0] == 'transformer']
   if att:
     parts, evidence = {}, []
     for m in att:
       mine = {tk: by_m for (tk, mm), by_m in rs.items() if mm == m}
       if split_variant(m)[1].get('positions') == 'learned':
-        beyond = [v for by_m in mine.values() for mult, v in by_m.items() if mult > 1]
+        # refused for want of a position, not for the task's data
+        beyond = [v for by_m in mine.values() for mult, v in _judged(by_m).items() if mult > 1]
         parts[f'{m} cannot run beyond T'] = bool(beyond) and all(
-            isinstance(v, str) for v in beyond)
+            isinstance(v, str) and v.startswith(NO_POSITION) for v in beyond)
         evidence.append(f'{m}: ' + '; '.join(
-            f'{tk} ' + ', '.join(_mult(mult) + (' not run' if isinstance(v, str) else f' {v:.3g}')
-                                 for mult, v in by_m.items()) for tk, by_m in mine.items()))
+            f'{tk} ' + ', '.join(f'{_mult(mult)} {_cell(v)}' for mult, v in by_m.items())
+            for tk, by_m in mine.items()))
       else:
-        learned = {tk: by_m for tk, by_m in mine.items()
-                   if isinstance(by_m.get(1), float) and by_m[1] < LEARNED}
-        longest = {tk: by_m[max(by_m)] for tk, by_m in learned.items()}
+        learned = _learned(mine)
+        longest = {tk: j[max(j)] for tk, j in learned.items() if max(j) > 1}
         parts[f'{m} (sinusoidal) degrades beyond T on every task it learned at T'] = (
-            bool(learned) and all(isinstance(v, float) and not _kept(learned[tk][1], v)
-                                  for tk, v in longest.items()))
-        evidence.append(f'{m}: ' + ('; '.join(f'{tk} {_numbers(by_m)}'
-                                              for tk, by_m in learned.items())
+            bool(learned) and len(longest) == len(learned) and all(
+                isinstance(v, float) and not _kept(learned[tk][1], v)
+                for tk, v in longest.items()))
+        evidence.append(f'{m}: ' + ('; '.join(f'{tk} {_numbers(j)}'
+                                              for tk, j in learned.items())
                                     or 'learned no task at T'))
     kinds = {bool(split_variant(m)[1]) for m in att}
     if True not in kinds:
@@ -307,6 +333,7 @@ def claims(rows) -> list[study.Claim]:
       parts['a transformer with sinusoidal positions was run'] = False
     out.append(study.claim(
         'The transformer with learned positions cannot run beyond its training length, and '
-        'with sinusoidal positions its loss degrades at lengths it was not trained on.', parts,
-        'Held-out loss / chance: ' + ' | '.join(evidence) + '.'))
+        'with sinusoidal positions its loss has degraded (is not kept) by the longest length '
+        'evaluated.', parts,
+        'Held-out loss / chance (inf: not finite): ' + ' | '.join(evidence) + '.'))
   return out

@@ -18,7 +18,9 @@ retraining. seqlab.studies.STUDIES lists the studies; the report walks that list
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
+from collections import defaultdict
 
 from seqlab.infra import writer
 
@@ -53,6 +55,47 @@ def claim(text: str, parts: dict[str, bool], evidence: str) -> Claim:
   if v != SUPPORTED and failed:
     evidence = f'{evidence} Does not hold: {failed}.'
   return Claim(text, v, evidence)
+
+
+def _mean_or_inf(values) -> float:
+  """Mean of the values; inf when any is missing or not finite (a diverged seed)."""
+  ok = [v for v in values if v is not None and math.isfinite(v)]
+  return sum(ok) / len(ok) if ok and len(ok) == len(values) else math.inf
+
+
+def select_lr(rows: list[dict], keys=('model', 'task', 'seq_len')) -> list[dict]:
+  """The rows of the chosen lr of each group (rows equal on `keys`): the lr whose mean
+  validation loss over seeds is lowest (a diverged seed counts as inf). Each chosen row
+  gets `lr_grid`, the lrs tried. Rows without an 'lr' (no sweep.lrs) are kept as they are.
+  The validation loss is `valid_loss` (VALID split, apart from the reported EVAL), else
+  `final_loss`."""
+  groups = defaultdict(lambda: defaultdict(list))
+  plain = []
+  for r in rows:
+    if 'lr' not in r or r.get('lr_grid'):
+      plain.append(r)
+    else:
+      groups[tuple(r.get(k) for k in keys)][r['lr']].append(r)
+  out = list(plain)
+  for by_lr in groups.values():
+    def score(lr):
+      return _mean_or_inf([r.get('valid_loss', r.get('final_loss')) for r in by_lr[lr]])
+    best = min(sorted(by_lr), key=score)
+    grid = sorted(by_lr)
+    out += [dict(r, lr_grid=grid) for r in by_lr[best]]
+  return out
+
+
+def lr_cause(rs: list[dict]) -> str | None:
+  """Why a group of chosen rows may have failed, as far as the lr grid tells:
+  'lr: best at the edge of the grid ...' when the chosen lr is the grid's smallest or
+  largest of three or more (the optimum may lie outside), else None."""
+  grid = rs[0].get('lr_grid') or []
+  lr = rs[0].get('lr')
+  if len(grid) >= 3 and lr in (grid[0], grid[-1]):
+    edge = 'smallest' if lr == grid[0] else 'largest'
+    return f'lr: the best is the {edge} tried ({lr:g} of {"/".join(f"{g:g}" for g in grid)})'
+  return None
 
 
 def finish(study, workdir: str) -> list[dict]:

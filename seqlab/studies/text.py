@@ -36,8 +36,9 @@ def _score(r) -> tuple[float | None, float | None, str]:
   """(held-out score, its baseline, what they are) of one results row; higher bits are
   worse, higher accuracy better."""
   if r['task'] == 'charlm':
-    return (None if r.get('final_loss') is None else r['final_loss'] / math.log(2),
-            r['chance_loss'] / math.log(2), 'bits/char vs unigram entropy')
+    bits = [None if r.get(k) is None else r[k] / math.log(2)
+            for k in ('final_loss', 'chance_loss')]
+    return bits[0], bits[1], 'bits/char vs unigram entropy'
   return r.get('final_accuracy'), r.get('majority_accuracy'), 'accuracy vs majority class'
 
 
@@ -63,16 +64,26 @@ def table(rows) -> str:
 
 
 def claims(rows) -> list[study.Claim]:
-  judged = [(r, _beats(r)) for r in rows if _beats(r) is not None]
-  if not judged:
+  """Every point is judged: one without a score (diverged) or without a baseline does
+  not beat it."""
+  if not rows:
     return []
+  judged = [(r, bool(_beats(r))) for r in rows]
+  names = list(dict.fromkeys(r['task'] for r in rows))
+
+  def numbers(r):
+    got, base, _ = _score(r)
+    if got is None:
+      return 'diverged' if r.get('diverged_at_step') is not None else 'no score'
+    return f'{got:.3f} vs ' + ('no baseline' if base is None else f'{base:.3f}')
   return [study.claim(
-      'On real text (the Python standard library, offline) and ListOps every model learns '
-      'beyond the input-blind baseline (unigram entropy; majority class) within the step budget.',
+      f'On {", ".join(names)} every model learns beyond the input-blind baseline (unigram '
+      f'entropy for charlm; majority class for classification) within the step budget, at '
+      f'every length and seed run.',
       {f'{r["model"]}/{r["task"]}/T={r["seq_len"]}/seed {r["seed"]}': b for r, b in judged},
       f'{sum(b for _, b in judged)} of {len(judged)} points beat their baseline: ' +
-      ', '.join(f'{r["model"]}/{r["task"]}/T={r["seq_len"]} {_score(r)[0]:.3f} vs '
-                f'{_score(r)[1]:.3f}' for r, _ in judged) + '.')]
+      ', '.join(f'{r["model"]}/{r["task"]}/T={r["seq_len"]}/seed {r["seed"]} {numbers(r)}'
+                for r, _ in judged) + '.')]
 
 
 def draw(workdir: str) -> list[str]:
