@@ -6,7 +6,7 @@
   python launch.py --list [--config=...]             # studies, models, tasks, config keys
   python launch.py --config=... --print_config       # the resolved config; runs nothing
   python launch.py --config=... --rerun=lstm-*       # run chosen finished points again
-  python launch.py --evaluate=runs/long_range/lstm-adding-T50-s0 [--checkpoint=latest]
+  python launch.py --evaluate=runs/long_range/lstm-adding-T50-lr0.01-s0 [--checkpoint=latest]
   python launch.py --sample=runs/text/lstm-charlm-T128-s0 --prompt='def ' --temperature=0.8
 
 Sweep axes given as flags override the config's own lists; every other setting is a
@@ -146,7 +146,7 @@ flags.DEFINE_list('rerun', None, 'Finished points to run again from the start, k
 flags.DEFINE_bool('list', False, 'Print the studies, models (with kernels), tasks and the '
                   'chosen config\'s keys with defaults and meanings, then exit.')
 flags.DEFINE_bool('print_config', False, 'Print the resolved config (after flags) and exit.')
-flags.DEFINE_string('evaluate', None, 'A point folder (e.g. runs/long_range/lstm-adding-T50-s0):'
+flags.DEFINE_string('evaluate', None, 'A point folder (e.g. runs/long_range/lstm-adding-T50-lr0.01-s0):'
                     ' print its checkpoint\'s held-out metrics and exit; writes nothing.')
 flags.DEFINE_enum('checkpoint', 'best', ['best', 'latest'], 'With --evaluate or --sample: '
                   'the best (lowest held-out loss) or the latest checkpoint.')

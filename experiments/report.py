@@ -1,7 +1,7 @@
 """The full report: every study at one scale, then every figure and table redrawn
 from results files into report.md and a self-contained report.html.
 
-  python launch.py --config=experiments/report.py:quick     # CPU, under 15 minutes
+  python launch.py --config=experiments/report.py:quick     # CPU: 33 min 24 s, fresh 2-core clone
   python launch.py --config=experiments/report.py:full      # GPU/TPU scale
   python launch.py --config=experiments/report.py:quick --config.redraw_only=True
 

@@ -2,10 +2,10 @@
 parameters for a notebook, or its held-out metrics measured again.
 
   from seqlab import load
-  model, params, config = load('runs/long_range/lstm-adding-T50-s0')   # best checkpoint
+  model, params, config = load('runs/long_range/lstm-adding-T50-lr0.01-s0')   # best checkpoint
   outputs = model(inputs)                                              # an nnx model
 
-  python launch.py --evaluate=runs/long_range/lstm-adding-T50-s0 [--checkpoint=latest]
+  python launch.py --evaluate=runs/long_range/lstm-adding-T50-lr0.01-s0 [--checkpoint=latest]
 
 A point folder holds the config.json the training loop wrote and checkpoints/ (orbax);
 nothing in it is changed here (the checkpoints are opened read-only). The model is
@@ -31,7 +31,7 @@ def _config(point_dir: str):
   if not storage.exists(path) or not storage.isdir(ckpts):
     raise LoadError(f'{point_dir} is not a trained point (it needs config.json and '
                     f'checkpoints/); give a point folder such as '
-                    f'runs/long_range/lstm-adding-T50-s0')
+                    f'runs/long_range/lstm-adding-T50-lr0.01-s0')
   return ml_collections.ConfigDict(writer.read_json(path))
 
 

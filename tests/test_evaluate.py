@@ -74,7 +74,7 @@ def test_evaluate_through_the_launcher(point, tmp_path):
                      text=True, timeout=300)
   assert p.returncode == 2 and p.stderr.strip().splitlines() == [
       f'error: {tmp_path} is not a trained point (it needs config.json and checkpoints/); give '
-      f'a point folder such as runs/long_range/lstm-adding-T50-s0'], p.stderr
+      f'a point folder such as runs/long_range/lstm-adding-T50-lr0.01-s0'], p.stderr
 
 
 def test_importing_seqlab_stays_light():

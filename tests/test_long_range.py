@@ -143,6 +143,7 @@ def test_adding_claim_judges_the_transformer_when_it_ran():
   c = only(long_range.claims(adding((.9, .9, .9), (.9, .01, .01), (.9, .01, .01),
                                     transformer=(.01, .01, .5))), 'Adding problem')
   assert c.verdict == P and 'transformer solves it at T=200' in c.evidence
+  assert 'LSTM and GRU solve it, and so does attention, while' in c.text
 
 
 def test_adding_claim_needs_a_long_t_and_missing_models_fail():

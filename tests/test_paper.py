@@ -89,6 +89,7 @@ def test_row_verdict_reasons_and_table():
   assert lines[2].startswith('| adding (mse) | rnn | 0.177 (T=600) | 0.17 ± 0 (1) | adding T=100')
   assert '| listops (accuracy) | transformer | 36.4% (T=2000) | 40.0% ± 0.0% (2) |' in table
   assert 'same side of chance: both beat chance' in table and 'Tay et al. 2021' in table
+  assert 'compares only the side of chance' in table   # T=128 and T=100: not the papers'
   assert paper.table([]) == '(no results)'
 
 
@@ -128,6 +129,7 @@ def test_digits_claim(accs, want, failed):
   rows = [row('smnist', m, a, task='digits', t=64) for m, a in accs.items()]
   (c,) = paper.claims(rows)
   assert c.verdict == want, c.evidence
+  assert ('T=64 is 12x shorter than the paper\'s 784' in c.evidence) == (want != S)
   if failed:
     assert c.evidence.endswith(f'Does not hold: {failed}.')
 

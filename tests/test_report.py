@@ -19,7 +19,7 @@ def test_report_redraws_from_results_only_and_embeds_figures(tmp_path):
   c = ml_collections.ConfigDict(dict(scale='quick', redraw_only=True, sections=['long_range']))
   out = report.run(c, str(tmp_path))
   md = open(out['report_md']).read()
-  assert 'Adding problem at T >= 100: LSTM and GRU (and attention) solve it' in md
+  assert 'Adding problem at T >= 100: LSTM and GRU solve it while a vanilla RNN' in md
   assert 'partly supported' in md and 'gru solves it at T=100 (not run)' in md   # no gru at 100
   assert 'jax' in md and 'python launch.py --config=experiments/report.py:quick' in md
   html = open(out['report_html']).read()
