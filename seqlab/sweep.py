@@ -60,7 +60,7 @@ def validate(config) -> None:
       raise ConfigError(str(e)) from None
     for n in sw.seq_lens:
       n_int = _as_int('seq_len', n)
-      if task.min_seq_len == task.max_seq_len != n_int:
+      if task.fixed_len and n_int != task.max_seq_len:
         raise ConfigError(f'seq_len={n}: task {t!r} reads sequences of exactly '
                           f'{task.max_seq_len} steps; use --seq_lens={task.max_seq_len}')
       if n_int < task.min_seq_len:

@@ -256,7 +256,7 @@ def image_task(name: str, task_config) -> task.Task:
       chance_doc=f'label-prior entropy of {num_classes} classes over {len(train.labels):,} '
                  f'training rows; majority class {text.majority_fraction(ev.labels):.3f} of '
                  f'{len(ev.labels):,} held-out rows',
-      min_seq_len=length, max_seq_len=length, batch_fn=batch_fn,
+      min_seq_len=length, max_seq_len=length, batch_fn=batch_fn, fixed_len=True,
       majority_accuracy=lambda t: text.majority_fraction(ev.labels))
 
 

@@ -50,6 +50,7 @@ class Task:
   # batch(split=VALID) gives held-out data apart from EVAL's (fresh draws for generated
   # tasks); False: settings are chosen on EVAL's numbers, and results say so.
   validation: bool = True
+  fixed_len: bool = False              # the data have one length (images): seq_len must equal it
 
   def input_len(self, seq_len: int) -> int:
     return seq_len + self.extra_len
