@@ -34,6 +34,7 @@ def get_config(arg: str = ''):
   c.train.log_every = 50
   c.train.eval_batches = 2
   del c.sweep['lrs']                   # one lr: the trained phase is not a comparison
+  del c['jobs']                        # one process: its seeds are vmapped (both cores busy)
   c.sweep.models = list(MODELS)
   c.sweep.tasks = ['recall']
   c.sweep.seq_lens = [16, 64, 256, 1024]

@@ -43,6 +43,7 @@ def get_config(arg: str = ''):
       models=['lstm', 'gru', 'lru', 'transformer', 'transformer+learned'],
       tasks=['copy', 'kback', 'recall', 'adding', 'charlm'], seq_lens=[64], seeds=[0]))
   if arg == 'quick':
+    c.jobs = 2                          # both cores of a 2-core CPU (seqlab/jobs.py)
     c.model.hidden = 48
     c.train.steps = 300
     c.train.eval_batches = 4

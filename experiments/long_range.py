@@ -27,6 +27,7 @@ def get_config(arg: str = ''):
   c.study = 'long_range'
   c.seed = 0
   c.num_devices = 0                     # 0: every device jax sees
+  c.jobs = 1                            # points at once, each its own process (CPU hosts)
   c.model = ml_collections.ConfigDict(dict(
       name='lstm', hidden=64, layers=1,
       param_budget=20_000,              # > 0: each model's width sized to ~this many weights
@@ -52,8 +53,10 @@ def get_config(arg: str = ''):
       lrs=[3e-3, 1e-2],                 # [] : train.lr alone
       skip=[]))                         # point-name patterns not run, e.g. transformer-adding-*
   if arg == 'quick':
+    c.jobs = 2                          # both cores of a 2-core CPU (seqlab/jobs.py)
     c.sweep.models = ['rnn', 'lstm', 'gru', 'transformer']
     c.train.steps = 400
+    c.train.checkpoint_every = 0        # a point is seconds: saved at the end and on a signal
     c.sweep.tasks = ['adding', 'recall']
     c.sweep.seq_lens = [32, 128]
     c.sweep.seeds = [0, 1]

@@ -51,6 +51,7 @@ def get_config(arg: str = 'cpu'):
   c.scale = scale
   c.seed = 0
   c.num_devices = 0
+  c.jobs = 2 if scale == 'cpu' else 1   # points at once, each its own process (CPU hosts)
   c.estimate_only = False   # time a few steps of every point and estimate the run; train none
   c.seeds = (0, 1) if scale == 'cpu' else (0, 1, 2)   # --config.seeds='(0,)'
   c.model = ml_collections.ConfigDict(dict(

@@ -56,6 +56,7 @@ def get_config(arg: str = ''):
       models=['lstm', 'gru', 'lru', 'mingru', 'transformer'], tasks=['mqar'],
       seq_lens=[256], seeds=[0]))
   if arg == 'quick':
+    c.jobs = 2                          # both cores of a 2-core CPU (seqlab/jobs.py)
     c.task.vocab_size = 16
     c.sweep.seq_lens = [16]
     c.sweep.models = ['lstm', 'lru', 'transformer']

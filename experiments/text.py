@@ -54,6 +54,7 @@ def get_config(arg: str = ''):
     c.sweep.tasks = ['charlm', 'textclf', 'listops']
     c.sweep.seq_lens = [256, 1024, 2000]
   elif arg == 'quick':  # part of experiments/report.py:quick
+    c.jobs = 2                          # both cores of a 2-core CPU (seqlab/jobs.py)
     c.sweep.tasks = ['charlm', 'listops']
     c.sweep.seq_lens = [128]
   elif arg:

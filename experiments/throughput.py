@@ -63,7 +63,7 @@ def get_config(arg: str = ''):
       seq_lens=[64, 256, 1024, 4096, 16384]))
   if arg == 'quick':
     c.sweep.seq_lens = [64, 256]
-    c.bench.steps = 10
+    c.bench.steps = 5                 # the median of 5 timed steps (10 at the other scales)
     c.bench.warmup = 1
   elif arg == 'scan':   # parallel vs sequential scans of the linear recurrences
     c.sweep.models = ['lstm', 'lru:sequential', 'lru:parallel', 'mingru:sequential',

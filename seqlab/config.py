@@ -84,6 +84,7 @@ KEY_DOCS = {
     'study': 'the study this config runs (seqlab/studies)',
     'seed': 'seed of one run; a sweep takes its seeds from --seeds',
     'num_devices': 'devices the batch is split over (0: every device jax sees)',
+    'jobs': 'points trained at once, each in its own process (CPU hosts; seqlab/jobs.py)',
     'cpu_devices': "CPU devices made of this host before jax starts (0: jax's default)",
     'model.name': 'model of one run; a sweep takes its models from --models',
     'model.hidden': 'width of the hidden state (or residual stream)',

@@ -128,6 +128,7 @@ def _open_fraction(v):
 RANGES = [
     ('seed', int, _non_negative, '>= 0'),
     ('num_devices', int, _non_negative, '>= 0 (0: every device)'),
+    ('jobs', int, _positive, '>= 1 (points trained at once on a CPU host)'),
     ('cpu_devices', int, _non_negative, '>= 0 (0: jax\'s default of one)'),
     ('train.steps', int, _positive, '> 0'),
     ('train.batch_size', int, _positive, '> 0'),
@@ -311,19 +312,32 @@ def record(workdir: str, p: dict, result: dict) -> dict:
 
 def run(config, workdir: str) -> list[dict]:
   """The training sweep: every (task, seq_len, model[, lr], seed) point, each trained by
-  seqlab.train in workdir/<point>; finished points are not run again."""
+  seqlab.train in workdir/<point>, config.jobs at a time (seqlab.jobs); finished points
+  are not run again."""
+  from seqlab import jobs as jobs_lib
   from seqlab import train
   validate(config)
+  jobs_lib.compile_cache(workdir)
   done = finished(workdir)
-  rows = []
+  rows = {}
+  todo = []
   for p in points(config):
     name = point_name(p)
     if name in done:
       print(f'[{name}] already finished; skipping')
-      rows.append(done[name])
-      continue
-    result = train.train(point_config(config, p), os.path.join(workdir, name))
-    rows.append(record(workdir, p, result))
+      rows[name] = done[name]
+    else:
+      point_dir = os.path.join(workdir, name)
+      todo.append((p, (point_config(config, p), point_dir), point_dir))
+  n = jobs_lib.effective(config.get('jobs', 1)) if todo else 1
+
+  def on_result(p, result):
+    rows[point_name(p)] = record(workdir, p, result)
+    if n > 1:   # train's own lines are in <point>/log.txt
+      print(jobs_lib.line(point_name(p), result), flush=True)
+
+  jobs_lib.run(n, train.train, todo, on_result)
+  rows = [rows[point_name(p)] for p in points(config)]
   if writer.is_writer():  # one table, not one per host
     print(summary_table(rows))
     print(f'results: {os.path.join(workdir, "results.jsonl")}')

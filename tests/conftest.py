@@ -5,12 +5,21 @@ import os
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 
 import pytest
 
 os.environ.setdefault('XLA_FLAGS', '--xla_force_host_platform_device_count=8')
 os.environ.setdefault('JAX_PLATFORMS', 'cpu')
+# One persistent compilation cache for this test session, new and empty each session:
+# the many tests that launch the same tiny configs (kill and resume, bad flags, reruns)
+# compile each program once. The programs are the same either way (a cache hit is the
+# executable a compile gives); only the time differs. A test run's own processes
+# inherit it through the environment.
+os.environ.setdefault('JAX_COMPILATION_CACHE_DIR', tempfile.mkdtemp(prefix='seqlab-test-jax-'))
+os.environ.setdefault('JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS', '0')
+os.environ.setdefault('JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES', '0')
 
 # gcsfs asks real Cloud Storage for a bucket's type over gRPC (60 s timeouts against
 # the local emulator below); read when gcsfs is imported, so set before any test runs.

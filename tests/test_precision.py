@@ -46,8 +46,9 @@ def test_every_study_runs_in_bfloat16(study, tmp_path):
          'length_gen': test_length_gen, 'recall_capacity': test_recall_capacity}[study].tiny_config()
   elif study == 'long_range':
     c = tiny_config('gru', 'copy', seq_len=10, steps=3)
-    with c.unlocked():
+    with c.unlocked():   # the sweep's axes, not model/task: every model at one tiny point
       c.study = 'long_range'
+      c.sweep.tasks, c.sweep.seq_lens, c.sweep.seeds = ['copy'], [10], [0]
   elif study == 'text':
     c = test_text_tasks.tiny_config('charlm')
     c.sweep.models, c.sweep.tasks, c.sweep.seq_lens = ['gru'], ['charlm'], [16]

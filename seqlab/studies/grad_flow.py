@@ -23,7 +23,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from seqlab import models, sweep, train
+from seqlab import jobs, models, sweep, train
 from seqlab.data import tasks
 from seqlab.infra import storage, writer
 from seqlab.measure import diagnostics
@@ -68,8 +68,7 @@ def run(config, workdir: str) -> list[dict]:
   # The trained phase runs seqlab.train once per seed, each building its own jitted
   # step with the same HLO: the persistent cache compiles it once per model, not per
   # seed (and a re-run compiles nothing).
-  jax.config.update('jax_compilation_cache_dir', os.path.join(workdir, 'jax_cache'))
-  jax.config.update('jax_persistent_cache_min_compile_time_secs', 0.5)
+  jobs.compile_cache(workdir)
   validate(config)
   t0 = time.time()
   gf, sw = config.grad_flow, config.sweep

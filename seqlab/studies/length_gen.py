@@ -27,7 +27,7 @@ from collections import defaultdict
 
 import numpy as np
 
-from seqlab import sweep, train
+from seqlab import jobs, sweep, train
 from seqlab.data import tasks
 from seqlab.infra import writer
 from seqlab.studies import plot_style, study
@@ -121,11 +121,20 @@ def _finite_or_none(x):
   return float(x) if x is not None and math.isfinite(x) else None
 
 
+def train_and_evaluate(c, point_dir: str) -> dict:
+  """One point: trained at its T, then evaluated at every length (evals)."""
+  result, graphdef, params = train.train(c, point_dir, return_params=True)
+  evals = [] if result['diverged_at_step'] is not None else evaluate_lengths(c, graphdef, params)
+  return dict(result, evals=evals)
+
+
 def run(config, workdir: str) -> list[dict]:
   """Trains every (task, T, model, seed) not yet in results.jsonl, evaluates it at every
   length, then the table, figure and claims."""
   validate(config)
+  jobs.compile_cache(workdir)
   done = sweep.finished(workdir)
+  todo = []
   for p in sweep.points(config):
     name = sweep.point_name(p)
     if name in done:
@@ -133,12 +142,16 @@ def run(config, workdir: str) -> list[dict]:
       continue
     base, fields = split_variant(p['model'])
     c = sweep.point_config(config, dict(p, model=base), **fields)
-    result, graphdef, params = train.train(c, os.path.join(workdir, name), return_params=True)
-    evals = [] if result['diverged_at_step'] is not None else evaluate_lengths(c, graphdef, params)
-    row = sweep.record(workdir, p, dict(result, evals=evals))
-    print(f'[{name}] loss / chance by length: ' + ', '.join(
+    todo.append((p, (c, os.path.join(workdir, name)), os.path.join(workdir, name)))
+
+  def on_result(p, result):
+    row = sweep.record(workdir, p, result)
+    print(f'[{row["point"]}] loss / chance by length: ' + ', '.join(
         f'{e["seq_len"]}: ' + (f'{_ratio(e):.3g}' if _ratio(e) is not None else 'n/a')
         for e in row['evals']), flush=True)
+
+  jobs.run(jobs.effective(config.get('jobs', 1)) if todo else 1, train_and_evaluate, todo,
+           on_result)
   return study.finish(sys.modules[__name__], workdir)
 
 

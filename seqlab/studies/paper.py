@@ -24,7 +24,7 @@ from collections import defaultdict
 
 import numpy as np
 
-from seqlab import sweep
+from seqlab import jobs, sweep
 from seqlab.infra import writer
 from seqlab.studies import plot_style, study
 
@@ -109,21 +109,26 @@ def validate(config) -> None:
 def run(config, workdir: str) -> list[dict]:
   """Trains every point not yet in results.jsonl (or, with estimate_only, times a few
   steps of each and writes estimate.md), then the table, figure and claims."""
-  from seqlab import train
   validate(config)
   if config.get('estimate_only'):
     return estimate(config, workdir)
+  jobs.compile_cache(workdir)
   done = sweep.finished(workdir)
   todo = [p for p in points(config) if point_name(p) not in done]
   print(f'paper: {len(todo)} of {len(points(config))} points to train', flush=True)
-  for i, p in enumerate(todo):
+  count = iter(range(1, len(todo) + 1))
+
+  def on_result(p, result):
     name = point_name(p)
-    result = train.train(point_config(config, p), os.path.join(workdir, name), verbose=False)
     row = {'point': name, **result, **p}
     if writer.is_writer():
       writer.append_jsonl_atomic(os.path.join(workdir, 'results.jsonl'), row)
-    print(f'[{i + 1}/{len(todo)}] {name}: {_fmt(score_value(row), row)} '
+    print(f'[{next(count)}/{len(todo)}] {name}: {_fmt(score_value(row), row)} '
           f'({result["wall_s"]:.0f} s)', flush=True)
+
+  jobs.run(jobs.effective(config.get('jobs', 1)) if todo else 1, jobs.train_quiet,
+           [(p, (point_config(config, p), os.path.join(workdir, point_name(p))),
+             os.path.join(workdir, point_name(p))) for p in todo], on_result)
   return study.finish(sys.modules[__name__], workdir)
 
 

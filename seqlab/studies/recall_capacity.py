@@ -27,7 +27,7 @@ from collections import defaultdict
 
 import numpy as np
 
-from seqlab import sweep, train
+from seqlab import jobs, sweep, train
 from seqlab.data import tasks
 from seqlab.infra import writer
 from seqlab.studies import plot_style, study
@@ -122,12 +122,14 @@ def run(config, workdir: str) -> list[dict]:
   """Trains every (T, P, D, model, lr, seed) not yet in results.jsonl, then the table,
   figures and claims."""
   validate(config)
+  jobs.compile_cache(workdir)
   done = sweep.finished(workdir)
   todo = [p for p in points(config) if point_name(p) not in done]
   print(f'recall_capacity: {len(todo)} of {len(points(config))} points to train', flush=True)
-  for i, p in enumerate(todo):
+  count = iter(range(1, len(todo) + 1))
+
+  def on_result(p, result):
     name = point_name(p)
-    result = train.train(point_config(config, p), os.path.join(workdir, name), verbose=False)
     row = {'point': name, **result, **p,
            'state_bytes': state_bytes(p['model'], p['hidden'], int(config.model.layers),
                                       p['seq_len']),
@@ -135,8 +137,12 @@ def run(config, workdir: str) -> list[dict]:
     if writer.is_writer():
       writer.append_jsonl_atomic(os.path.join(workdir, 'results.jsonl'), row)
     acc = row['final_accuracy']
-    print(f'[{i + 1}/{len(todo)}] {name}: accuracy '
+    print(f'[{next(count)}/{len(todo)}] {name}: accuracy '
           f'{"diverged" if acc is None else f"{acc:.3f}"} ({result["wall_s"]:.1f}s)', flush=True)
+
+  jobs.run(jobs.effective(config.get('jobs', 1)) if todo else 1, jobs.train_quiet,
+           [(p, (point_config(config, p), os.path.join(workdir, point_name(p))),
+             os.path.join(workdir, point_name(p))) for p in todo], on_result)
   return study.finish(sys.modules[__name__], workdir)
 
 

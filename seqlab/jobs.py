@@ -1,0 +1,196 @@
+"""Points of a sweep run `config.jobs` at a time, each in a worker process of its own.
+
+On a CPU one XLA process keeps about 1.3 cores busy with the small scans of these
+studies, so a 2-core host trains two points at once about 1.4x faster than one after
+the other. Every point is a pure function of its config, so the results are those of
+jobs=1, bitwise (tests/test_jobs.py); only the wall time changes.
+
+- The points of one group (the same point but for its seed) go to one worker in turn,
+  so the seeds after the first reuse its compiled steps.
+- Results are handed back in point order, whatever order the workers finish in.
+- Each worker's own output goes to <point>/log.txt; the caller prints one line a point.
+- Ctrl-C (which a terminal sends to the workers too) or a SIGTERM (which the parent
+  passes on to them): the running points save a checkpoint and stop, points not started
+  are not started, and the exit status is train's (130 after Ctrl-C, 0 after SIGTERM).
+  Run the same command to resume.
+- Off a CPU (an accelerator is one device shared by the processes) and in a
+  multi-process run, points run one at a time, and a line says so.
+"""
+from __future__ import annotations
+
+import concurrent.futures as futures
+import multiprocessing
+import os
+import signal
+import sys
+import traceback
+from typing import Callable
+
+from seqlab.infra import preemption, storage
+
+
+def effective(jobs: int) -> int:
+  """The jobs this host runs at once: `jobs` on a single-process CPU host, else 1."""
+  import jax
+  jobs = max(int(jobs or 1), 1)
+  if jobs > 1 and (jax.default_backend() != 'cpu' or jax.process_count() > 1):
+    why = (f'{jax.process_count()} processes' if jax.process_count() > 1
+           else f'the {jax.default_backend()} backend')
+    print(f'jobs={jobs}: points run one at a time with {why} (jobs applies to a '
+          f'single-process CPU host)', flush=True)
+    return 1
+  return jobs
+
+
+def _group(p: dict) -> tuple:
+  return tuple(sorted((k, str(v)) for k, v in p.items() if k != 'seed'))
+
+
+CACHE_KEYS = ('jax_compilation_cache_dir', 'jax_persistent_cache_min_compile_time_secs',
+              'jax_persistent_cache_min_entry_size_bytes')
+
+
+def compile_cache(workdir: str) -> None:
+  """Jax's persistent compilation cache in <workdir>/jax_cache, unless one is set already
+  (JAX_COMPILATION_CACHE_DIR, or an earlier study of a report): the seeds of a point
+  build the same programs, and a rerun compiles nothing. Local workdirs only."""
+  import jax
+  if jax.config.jax_compilation_cache_dir or storage.is_url(workdir):
+    return
+  jax.config.update('jax_compilation_cache_dir', os.path.abspath(os.path.join(workdir,
+                                                                              'jax_cache')))
+  jax.config.update('jax_persistent_cache_min_compile_time_secs', 0.5)
+
+
+_TERM = []   # in a worker: a SIGTERM came while no point was training
+
+
+def _worker_init(cache: dict):
+  # A SIGTERM between points (compiling, loading) must not kill the worker: it stops
+  # the group before its next point instead; inside train.train, train's own handler
+  # saves a checkpoint.
+  signal.signal(signal.SIGTERM, lambda *_: _TERM.append(True))
+  import jax
+  for k, v in cache.items():   # the parent's compilation cache: one for every worker
+    jax.config.update(k, v)
+
+
+def _run_logged(fn: Callable, calls: list, log_dirs: list) -> tuple[list, object]:
+  """Runs fn(*args) for each call in turn (one group), each with stdout and stderr in
+  <log_dir>/log.txt; returns (the results of the calls that finished, the exception
+  that stopped the group or None)."""
+  out = []
+  for args, log_dir in zip(calls, log_dirs):
+    if _TERM:
+      return out, SystemExit(0)
+    saved = os.dup(1), os.dup(2)
+    log = None
+    if log_dir and not storage.is_url(log_dir):
+      os.makedirs(log_dir, exist_ok=True)
+      log = open(os.path.join(log_dir, 'log.txt'), 'a')
+      sys.stdout.flush(), sys.stderr.flush()
+      os.dup2(log.fileno(), 1), os.dup2(log.fileno(), 2)
+    try:
+      out.append(fn(*args))
+    except BaseException as e:   # SystemExit after a signal included
+      if not isinstance(e, SystemExit):
+        traceback.print_exc()
+      return out, e
+    finally:
+      sys.stdout.flush(), sys.stderr.flush()
+      os.dup2(saved[0], 1), os.dup2(saved[1], 2)
+      os.close(saved[0]), os.close(saved[1])
+      if log:
+        log.close()
+  return out, None
+
+
+def run(jobs: int, fn: Callable, todo: list[tuple[dict, tuple, str]],
+        on_result: Callable[[dict, object], None]) -> None:
+  """Calls fn(*args) for each (point, args, log_dir) of `todo`, `jobs` (from `effective`)
+  at a time, and on_result(point, result) in the order of `todo`. fn must be a
+  module-level function (it is pickled)."""
+  if jobs == 1 or len(todo) <= 1:
+    for p, args, _ in todo:
+      on_result(p, fn(*args))
+    return
+  groups: list[list[int]] = []
+  for i, (p, _, _) in enumerate(todo):
+    if groups and _group(todo[groups[-1][0]][0]) == _group(p):
+      groups[-1].append(i)
+    else:
+      groups.append([i])
+  results: dict[int, object] = {}
+  done_upto = 0
+  status = None   # the exit status once a signal or a failure stops the run
+  error = None
+  import jax
+  cache = {k: getattr(jax.config, k) for k in CACHE_KEYS}
+  pool = futures.ProcessPoolExecutor(max_workers=jobs, initializer=_worker_init,
+                                     initargs=(cache,), mp_context=multiprocessing.get_context('spawn'))
+  with preemption.Preemption(notice=lambda *a, **k: None) as stop:
+    pending = {pool.submit(_run_logged, fn, [todo[i][1] for i in g],
+                           [todo[i][2] for i in g]): g for g in groups}
+    forwarded = False
+    while pending:
+      ready, _ = futures.wait(pending, timeout=0.5, return_when=futures.FIRST_COMPLETED)
+      if stop.requested and not forwarded:
+        forwarded = True
+        print(f'{stop.name}: the running points save a checkpoint and stop; the others '
+              f'are not started', file=sys.stderr, flush=True)
+        for f in pending:
+          f.cancel()
+        if stop.signum == signal.SIGTERM:   # a terminal's Ctrl-C reached them already
+          for proc in list(getattr(pool, '_processes', {}).values()):
+            try:
+              os.kill(proc.pid, signal.SIGTERM)
+            except ProcessLookupError:
+              pass
+      for f in ready:
+        g = pending.pop(f)
+        if f.cancelled():
+          continue
+        try:
+          finished, exc = f.result()
+          for i, r in zip(g, finished):
+            results[i] = r
+          if isinstance(exc, SystemExit):   # a point stopped by the signal
+            status = exc.code if isinstance(exc.code, int) else 1
+          elif isinstance(exc, KeyboardInterrupt):   # a second Ctrl-C
+            status = 130
+          elif exc is not None:
+            raise exc
+        except futures.process.BrokenProcessPool:
+          error = error or RuntimeError(
+              f'a worker process died while training {todo[g[0]][0]} (killed, or out of '
+              f'memory?); see {os.path.join(todo[g[0]][2] or ".", "log.txt")}')
+        except BaseException as e:   # the first failure stops the run, as with jobs=1
+          error = error or e
+        if error is not None:
+          for other in pending:
+            other.cancel()
+      while done_upto < len(todo) and done_upto in results:
+        on_result(todo[done_upto][0], results.pop(done_upto))
+        done_upto += 1
+  pool.shutdown(wait=True, cancel_futures=True)
+  if error is not None:
+    raise error
+  if stop.requested or status is not None:
+    sys.exit(stop.exit_status() if status is None else status)
+
+
+def line(name: str, result: dict) -> str:
+  """One line for a point a worker finished: its held-out loss against chance."""
+  if result.get('diverged_at_step') is not None:
+    what = f'diverged at step {result["diverged_at_step"]}'
+  else:
+    loss = result.get('final_loss')
+    what = (f'held-out loss {loss:.4f} vs chance {result.get("chance_loss", float("nan")):.4f}'
+            if loss is not None else 'no held-out loss')
+  return f'[{name}] {what}; done in {result.get("wall_s", 0.0):.1f}s'
+
+
+def train_quiet(config, workdir: str) -> dict:
+  """seqlab.train.train without its per-step lines (a study that prints one line a point)."""
+  from seqlab import train
+  return train.train(config, workdir, verbose=False)
