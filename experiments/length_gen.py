@@ -2,8 +2,8 @@
 
   python launch.py --config=experiments/length_gen.py:quick
 
-Measured (2026-12-02, :quick, 20 points): 4 min 8 s wall on a 2-core CPU shared with three
-other jobs (load average 4-8, so timings are noisy). Held-out loss / chance, trained at
+Measured (2026-12-02, :quick, 20 points, two at a time): 4 min 29 s wall in report.py:quick
+on a fresh 2-core clone. Held-out loss / chance, trained at
 T=32, at T and 16T: recall: transformer 0.0008 -> 0.0014 (kept), every recurrent model
 near chance at T; kback: lru 0.001 -> 0.93, transformer 0.002 -> 2.2; copy: lru 0.006
 -> 2.6, transformer 0.44 -> 34; adding: lstm 0.012 -> 5.2, gru 0.006 -> 3.7, transformer

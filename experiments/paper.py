@@ -3,6 +3,8 @@ LSTM, GRU and RNN) and LRA's ListOps Transformer (Tay et al. 2021), trained by s
 with the papers' settings where published, next to the published numbers.
 
   python launch.py --config=experiments/paper.py:cpu    # 40 min 16 s on a shared 2-core CPU
+                                                        # one point at a time; :cpu now trains
+                                                        # two at once (jobs=2), not re-timed
   python launch.py --config=experiments/paper.py:full   # the papers' scale (GPU/TPU)
 
 Each group below is one published row set; its settings are the papers' where they

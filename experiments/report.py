@@ -1,7 +1,7 @@
 """The full report: every study at one scale, then every figure and table redrawn
 from results files into report.md and a self-contained report.html.
 
-  python launch.py --config=experiments/report.py:quick     # CPU: 33 min 24 s, fresh 2-core clone
+  python launch.py --config=experiments/report.py:quick     # CPU: 26 min 23 s, fresh 2-core clone
   python launch.py --config=experiments/report.py:full      # GPU/TPU scale
   python launch.py --config=experiments/report.py:quick --config.redraw_only=True
 
@@ -22,7 +22,7 @@ def get_config(arg: str = 'quick'):
   # study -> the variant of its config this scale runs (default: the scale itself)
   c.study_scales = ml_collections.ConfigDict()
   c.study_scales.paper = 'cpu' if arg == 'quick' else arg
-  if arg == 'quick':   # the published-table study runs ~35 min on a CPU: on its own,
+  if arg == 'quick':   # the published-table study runs ~40 min on a CPU: on its own,
     # python launch.py --config=experiments/paper.py:cpu --workdir=runs/report/paper;
     # the report then draws its section too (a study with results in the workdir is drawn)
     c.sections = ['grad_flow', 'impulse', 'long_range', 'throughput', 'text', 'generation',
