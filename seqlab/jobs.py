@@ -8,7 +8,7 @@ jobs=1, bitwise (tests/test_jobs.py); only the wall time changes.
 - The points of one group (the same point but for its seed) go to one worker in turn,
   so the seeds after the first reuse its compiled steps.
 - Results are handed back in point order, whatever order the workers finish in.
-- Each worker's own output goes to <point>/log.txt; the caller prints one line a point.
+- Each worker's own output goes to <point>/log.txt; the parent prints one line a point.
 - Ctrl-C (which a terminal sends to the workers too) or a SIGTERM (which the parent
   passes on to them): the running points save a checkpoint and stop, points not started
   are not started, and the exit status is train's (130 after Ctrl-C, 0 after SIGTERM).
@@ -106,11 +106,13 @@ def _run_logged(fn: Callable, calls: list, log_dirs: list) -> tuple[list, object
 
 
 def run(jobs: int, fn: Callable, todo: list[tuple[dict, tuple, str]],
-        on_result: Callable[[dict, object], None]) -> None:
-  """Calls fn(*args) for each (point, args, log_dir) of `todo`, `jobs` (from `effective`)
-  at a time, and on_result(point, result) in the order of `todo`. fn must be a
-  module-level function (it is pickled)."""
-  if jobs == 1 or len(todo) <= 1:
+        on_result: Callable[[dict, object], None], announce: bool = False) -> None:
+  """Calls fn(*args) for each (point, args, log_dir) of `todo`, config.jobs = `jobs` at a
+  time where this host allows (`effective`), and on_result(point, result) in the order
+  of `todo`. fn must be a module-level function (it is pickled). With `announce`, a
+  point finished by a worker also gets one line (`line`): fn's own are in its log."""
+  jobs = effective(jobs) if len(todo) > 1 else 1
+  if jobs == 1:
     for p, args, _ in todo:
       on_result(p, fn(*args))
     return
@@ -170,7 +172,11 @@ def run(jobs: int, fn: Callable, todo: list[tuple[dict, tuple, str]],
           for other in pending:
             other.cancel()
       while done_upto < len(todo) and done_upto in results:
-        on_result(todo[done_upto][0], results.pop(done_upto))
+        p, _, log_dir = todo[done_upto]
+        result = results.pop(done_upto)
+        on_result(p, result)
+        if announce:
+          print(line(os.path.basename(log_dir), result), flush=True)
         done_upto += 1
   pool.shutdown(wait=True, cancel_futures=True)
   if error is not None:

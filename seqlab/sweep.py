@@ -329,14 +329,11 @@ def run(config, workdir: str) -> list[dict]:
     else:
       point_dir = os.path.join(workdir, name)
       todo.append((p, (point_config(config, p), point_dir), point_dir))
-  n = jobs_lib.effective(config.get('jobs', 1)) if todo else 1
 
   def on_result(p, result):
     rows[point_name(p)] = record(workdir, p, result)
-    if n > 1:   # train's own lines are in <point>/log.txt
-      print(jobs_lib.line(point_name(p), result), flush=True)
 
-  jobs_lib.run(n, train.train, todo, on_result)
+  jobs_lib.run(config.get('jobs', 1), train.train, todo, on_result, announce=True)
   rows = [rows[point_name(p)] for p in points(config)]
   if writer.is_writer():  # one table, not one per host
     print(summary_table(rows))

@@ -150,8 +150,7 @@ def run(config, workdir: str) -> list[dict]:
         f'{e["seq_len"]}: ' + (f'{_ratio(e):.3g}' if _ratio(e) is not None else 'n/a')
         for e in row['evals']), flush=True)
 
-  jobs.run(jobs.effective(config.get('jobs', 1)) if todo else 1, train_and_evaluate, todo,
-           on_result)
+  jobs.run(config.get('jobs', 1), train_and_evaluate, todo, on_result)
   return study.finish(sys.modules[__name__], workdir)
 
 

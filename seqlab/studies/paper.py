@@ -126,7 +126,7 @@ def run(config, workdir: str) -> list[dict]:
     print(f'[{next(count)}/{len(todo)}] {name}: {_fmt(score_value(row), row)} '
           f'({result["wall_s"]:.0f} s)', flush=True)
 
-  jobs.run(jobs.effective(config.get('jobs', 1)) if todo else 1, jobs.train_quiet,
+  jobs.run(config.get('jobs', 1), jobs.train_quiet,
            [(p, (point_config(config, p), os.path.join(workdir, point_name(p))),
              os.path.join(workdir, point_name(p))) for p in todo], on_result)
   return study.finish(sys.modules[__name__], workdir)
