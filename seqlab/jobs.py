@@ -5,8 +5,9 @@ studies, so a 2-core host trains two points at once about 1.4x faster than one a
 the other. Every point is a pure function of its config, so the results are those of
 jobs=1, bitwise (tests/test_jobs.py); only the wall time changes.
 
-- The points of one group (the same point but for its seed) go to one worker in turn,
-  so the seeds after the first reuse its compiled steps.
+- The points of one group (the same point but for its seed and lr) go to one worker in
+  turn, so the points after the first reuse its compiled programs; the longest groups
+  start first.
 - Results are handed back in point order, whatever order the workers finish in.
 - Each worker's own output goes to <point>/log.txt; the parent prints one line a point.
 - Ctrl-C (which a terminal sends to the workers too) or a SIGTERM (which the parent
@@ -43,7 +44,16 @@ def effective(jobs: int) -> int:
 
 
 def _group(p: dict) -> tuple:
-  return tuple(sorted((k, str(v)) for k, v in p.items() if k != 'seed'))
+  """A point's group: the point but for its seed and lr (the same programs to build)."""
+  return tuple(sorted((k, str(v)) for k, v in p.items() if k not in ('seed', 'lr')))
+
+
+def _cost(points: list[dict]) -> float:
+  """A group's rough training time, to start the longest first: its sequence lengths,
+  an attention model's counted 4x (its step on a CPU is ~4x a recurrent one's at T=128,
+  experiments/long_range.py). Only the order of starting depends on it."""
+  return sum(p.get('seq_len', 1) * (4 if str(p.get('model', '')).startswith('transformer')
+                                     else 1) for p in points)
 
 
 CACHE_KEYS = ('jax_compilation_cache_dir', 'jax_persistent_cache_min_compile_time_secs',
@@ -53,13 +63,16 @@ CACHE_KEYS = ('jax_compilation_cache_dir', 'jax_persistent_cache_min_compile_tim
 def compile_cache(workdir: str) -> None:
   """Jax's persistent compilation cache in <workdir>/jax_cache, unless one is set already
   (JAX_COMPILATION_CACHE_DIR, or an earlier study of a report): the seeds of a point
-  build the same programs, and a rerun compiles nothing. Local workdirs only."""
+  build the same programs, and a rerun compiles nothing. Every program is kept, however
+  quick to compile: a point's evaluation step (~0.5 s) and the small eager programs that
+  initialise a model (2-8 s of them for each new model in a process) are then built once
+  for all of a sweep's points and workers. Local workdirs only."""
   import jax
   if jax.config.jax_compilation_cache_dir or storage.is_url(workdir):
     return
   jax.config.update('jax_compilation_cache_dir', os.path.abspath(os.path.join(workdir,
                                                                               'jax_cache')))
-  jax.config.update('jax_persistent_cache_min_compile_time_secs', 0.5)
+  jax.config.update('jax_persistent_cache_min_compile_time_secs', 0)
 
 
 _TERM = []   # in a worker: a SIGTERM came while no point was training
@@ -131,6 +144,9 @@ def run(jobs: int, fn: Callable, todo: list[tuple[dict, tuple, str]],
   pool = futures.ProcessPoolExecutor(max_workers=jobs, initializer=_worker_init,
                                      initargs=(cache,), mp_context=multiprocessing.get_context('spawn'))
   with preemption.Preemption(notice=lambda *a, **k: None) as stop:
+    # The longest groups first, so that no long group starts last with the other
+    # workers idle (longest-processing-time-first scheduling).
+    groups.sort(key=lambda g: -_cost([todo[i][0] for i in g]))
     pending = {pool.submit(_run_logged, fn, [todo[i][1] for i in g],
                            [todo[i][2] for i in g]): g for g in groups}
     forwarded = False

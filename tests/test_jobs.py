@@ -73,3 +73,31 @@ def test_sigterm_stops_the_workers_and_the_rerun_finishes(tmp_path):
   sweep.run(tiny(1, steps=300), str(tmp_path / 'one'))
   assert results(str(tmp_path / 'run')) == results(str(tmp_path / 'one'))
 
+
+
+def _note_start(path, name):   # a worker's fn: module level, so it pickles
+  with open(path, 'a') as f:
+    f.write(f'{name} {os.getpid()}\n')
+  return {'name': name}
+
+
+def test_a_group_holds_every_lr_and_seed_and_the_longest_starts_first(tmp_path):
+  from seqlab import jobs
+  a = dict(model='rnn', task='adding', seq_len=8)
+  assert jobs._group(dict(a, lr=0.01, seed=0)) == jobs._group(dict(a, lr=0.003, seed=1))
+  assert jobs._group(dict(a, seed=0)) != jobs._group(dict(a, seq_len=16, seed=0))
+  log = str(tmp_path / 'starts')
+  points = [dict(model=m, task='adding', seq_len=t, lr=lr, seed=s)
+            for m, t in (('rnn', 8), ('gru', 8), ('rnn', 64), ('transformer', 32))
+            for lr in (0.003, 0.01) for s in (0, 1)]
+  todo = [(p, (log, sweep.point_name(p)), None) for p in points]
+  got = []
+  jobs.run(2, _note_start, todo, lambda p, r: got.append(r['name']))
+  assert got == [sweep.point_name(p) for p in points]     # handed back in point order
+  starts = [line.split() for line in open(log)]
+  # 4 groups of 4 (lr x seed); the transformer's (4 x 32 x 4) and the T=64 rnn's
+  # (4 x 64) start before the T=8 ones, and each group's points run in one worker
+  assert starts[0][0] in ('transformer-adding-T32-lr0.003-s0', 'rnn-adding-T64-lr0.003-s0')
+  assert starts[-1][0].split('-T8-')[0] in ('rnn-adding', 'gru-adding')
+  for group in ('rnn-adding-T8', 'gru-adding-T8', 'rnn-adding-T64', 'transformer-adding-T32'):
+    assert len({pid for name, pid in starts if name.startswith(group + '-')}) == 1

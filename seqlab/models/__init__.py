@@ -11,6 +11,7 @@ family; in a sweep list 'MODEL:KERNEL' (e.g. 'lstm:fused') sets it for one entry
 from __future__ import annotations
 
 import dataclasses
+import functools
 from typing import Callable
 
 import jax
@@ -246,8 +247,10 @@ def count_params(tree) -> int:
   return int(sum(x.size for x in jax.tree.leaves(tree)))
 
 
+@functools.lru_cache(maxsize=4096)
 def num_params(cfg: ModelConfig) -> int:
-  """Parameter count without allocating (abstract init)."""
+  """Parameter count without allocating (abstract init; remembered per config, since
+  size_to_budget asks ~12 of them for each point and a sweep sizes each model often)."""
   model = nnx.eval_shape(lambda: SequenceModel(cfg, nnx.Rngs(0)))
   return count_params(nnx.state(model, nnx.Param))
 
