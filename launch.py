@@ -139,6 +139,8 @@ flags.DEFINE_list('lrs', None, 'Learning rates to sweep, e.g. 1e-3,3e-3; tables 
                   'use, for each (model, task, T), the lr with the best validation loss.')
 flags.DEFINE_list('skip', None, 'Points of the sweep not to run: point-name patterns, e.g. '
                   'transformer-adding-* (the sweep.skip list).')
+flags.DEFINE_list('sections', None, 'With experiments/report.py: the studies to run and draw, '
+                  'in order, e.g. grad_flow,long_range (config.sections; default: the scale\'s).')
 flags.DEFINE_bool('override', False, 'Run even though --workdir holds a config.json that '
                   'differs from this command (finished points are kept).')
 flags.DEFINE_list('rerun', None, 'Finished points to run again from the start, keeping every '
@@ -215,6 +217,11 @@ def build_config():
         if 'sweep' not in config or axis not in config.sweep:
           fail(f'--{axis}: config.study={config.get("study")!r} has no sweep.{axis} to set')
         config.sweep[axis] = values
+    if FLAGS.sections is not None:   # a list key: --config.sections cannot set it
+      if 'sections' not in config:
+        fail(f'--sections: config.study={config.get("study")!r} has no sections; it is a '
+             f'key of experiments/report.py')
+      config.sections = [s for s in FLAGS.sections if s]
   return config
 
 

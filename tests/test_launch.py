@@ -7,6 +7,8 @@ import sys
 
 import pytest
 
+from seqlab.studies import STUDIES
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
@@ -43,6 +45,7 @@ def launch(*args, cwd, **env_extra):
     (['--tpu=x'], ['--tpu=x needs --zone']),
     (['--models=foo', '--only_check_args'], ["unknown model 'foo'"]),
     (['--rerun=lstm-*'], ['--rerun=lstm-*: no finished point', 'finished: none']),
+    (['--sections=long_range'], ["--sections: config.study='long_range' has no sections"]),
 ])
 def test_bad_input_is_one_line_exit_2_nothing_written(args, words, tmp_path):
   p = launch('--config=experiments/long_range.py', *args, f'--workdir={tmp_path}/w', cwd=tmp_path)
@@ -51,6 +54,18 @@ def test_bad_input_is_one_line_exit_2_nothing_written(args, words, tmp_path):
   assert len(lines) == 1 and lines[0].startswith('error: '), p.stderr
   for w in words:
     assert w in lines[0]
+  assert not os.path.exists(tmp_path / 'w')
+
+
+def test_report_sections_from_the_command_line(tmp_path):
+  p = launch('--config=experiments/report.py:quick', '--sections=impulse,long_range',
+             '--print_config', cwd=tmp_path)
+  assert p.returncode == 0, p.stderr
+  assert '- impulse\n- long_range\nstudy: report' in p.stdout
+  p = launch('--config=experiments/report.py:quick', '--sections=impulse,nope',
+             '--only_check_args', f'--workdir={tmp_path}/w', cwd=tmp_path)
+  assert p.returncode == 2 and p.stderr.strip().splitlines() == [
+      'error: report sections nope unknown; allowed: ' + ', '.join(STUDIES)], p.stderr
   assert not os.path.exists(tmp_path / 'w')
 
 
