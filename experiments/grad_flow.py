@@ -7,8 +7,9 @@ This is the default study of a bare `python launch.py`.
   python launch.py --config=experiments/grad_flow.py:full  # T up to 4096 (GPU/TPU)
   python launch.py --tasks=kback --workdir=runs/grad_flow_kback   # per-step loss variant
 
-3 min 15 s on a 2-core CPU (measured 2026-12-02 on a fresh clone, 6 models; 104 s on
-the same kind of machine a session earlier: timings vary between sessions); a re-run of the same command skips finished points. The loss is first-token recall read at h_T (a
+2 min 39 s on a 2-core CPU (measured 2026-12-02 on a fresh clone, 6 models; 3 min 15 s
+on the same kind of machine a session earlier: timings vary between sessions); a re-run
+of the same command skips finished points. The loss is first-token recall read at h_T (a
 classification at the last step). Expect: the tanh RNN's gradient decays
 geometrically with distance (about log rho per step, faster where tanh saturates),
 LSTM/GRU decay more slowly, and the transformer's stays flat (every position is one

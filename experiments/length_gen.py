@@ -2,7 +2,7 @@
 
   python launch.py --config=experiments/length_gen.py:quick
 
-Measured (2026-12-02, :quick, 20 points, two at a time): 4 min 29 s wall in report.py:quick
+Measured (2026-12-02, :quick, 20 points, two at a time): 2 min 55 s wall in report.py:quick
 on a fresh 2-core clone. Held-out loss / chance, trained at
 T=32, at T and 16T: recall: transformer 0.0008 -> 0.0014 (kept), every recurrent model
 near chance at T; kback: lru 0.001 -> 0.93, transformer 0.002 -> 2.2; copy: lru 0.006

@@ -15,8 +15,8 @@ Variants (table, figure and claims: seqlab/studies/long_range.py):
   (none)  6 models, adding at T in {50, 200}, lr in {3e-3, 1e-2}, 600 steps, 1 seed
   :quick  rnn, lstm, gru, transformer on adding and first-token recall at T in
           {32, 128}, lr in {3e-3, 1e-2}, 2 seeds, 400 steps, the transformer on recall
-          only (sweep.skip), two points at a time (jobs=2); 8 min 34 s on a fresh
-          2-core clone (in report.py:quick; 12 min 16 s one point at a time)
+          only (sweep.skip), two points at a time (jobs=2); 5 min 12 s on a fresh
+          2-core clone (in report.py:quick, 2026-12-02)
   :full   adding, copy, recall at T from 50 to 1000, ~70K weights (Bai et al.), lr in
           {1e-3, 3e-3, 1e-2}, 3 seeds, 3000 steps (GPU/TPU)
 """

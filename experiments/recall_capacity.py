@@ -3,7 +3,7 @@ key-value pairs and the model width, every model at its best learning rate.
 
   python launch.py --config=experiments/recall_capacity.py:quick
 
-Measured (2026-12-02, :quick, 24 points, two at a time): 3 min 45 s wall in report.py:quick
+Measured (2026-12-02, :quick, 24 points, two at a time): 1 min 41 s wall in report.py:quick
 on a fresh 2-core clone. Accuracy at each cell's best lr
 (P=2 / P=4): transformer D=16 1.00 / 1.00, D=32 0.92 / 0.38 (one seed: D=32 at P=4 had not
 learned it by 600 steps); lru D=16 0.53 / 0.36, D=32 0.84 / 0.38; lstm 0.56 / 0.33-0.36
