@@ -56,6 +56,19 @@ def _cost(points: list[dict]) -> float:
                                      else 1) for p in points)
 
 
+def schedule(points: list[dict]) -> list[list[int]]:
+  """The groups of `points` (runs of consecutive points of one _group), as lists of
+  indices, in the order the workers start them: the longest first, so that no long group
+  starts last with the other workers idle (longest-processing-time-first)."""
+  groups: list[list[int]] = []
+  for i, p in enumerate(points):
+    if groups and _group(points[groups[-1][0]]) == _group(p):
+      groups[-1].append(i)
+    else:
+      groups.append([i])
+  return sorted(groups, key=lambda g: -_cost([points[i] for i in g]))
+
+
 CACHE_KEYS = ('jax_compilation_cache_dir', 'jax_persistent_cache_min_compile_time_secs',
               'jax_persistent_cache_min_entry_size_bytes')
 
@@ -129,12 +142,7 @@ def run(jobs: int, fn: Callable, todo: list[tuple[dict, tuple, str]],
     for p, args, _ in todo:
       on_result(p, fn(*args))
     return
-  groups: list[list[int]] = []
-  for i, (p, _, _) in enumerate(todo):
-    if groups and _group(todo[groups[-1][0]][0]) == _group(p):
-      groups[-1].append(i)
-    else:
-      groups.append([i])
+  groups = schedule([p for p, _, _ in todo])
   results: dict[int, object] = {}
   done_upto = 0
   status = None   # the exit status once a signal or a failure stops the run
@@ -144,9 +152,6 @@ def run(jobs: int, fn: Callable, todo: list[tuple[dict, tuple, str]],
   pool = futures.ProcessPoolExecutor(max_workers=jobs, initializer=_worker_init,
                                      initargs=(cache,), mp_context=multiprocessing.get_context('spawn'))
   with preemption.Preemption(notice=lambda *a, **k: None) as stop:
-    # The longest groups first, so that no long group starts last with the other
-    # workers idle (longest-processing-time-first scheduling).
-    groups.sort(key=lambda g: -_cost([todo[i][0] for i in g]))
     pending = {pool.submit(_run_logged, fn, [todo[i][1] for i in g],
                            [todo[i][2] for i in g]): g for g in groups}
     forwarded = False

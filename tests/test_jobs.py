@@ -94,10 +94,13 @@ def test_a_group_holds_every_lr_and_seed_and_the_longest_starts_first(tmp_path):
   got = []
   jobs.run(2, _note_start, todo, lambda p, r: got.append(r['name']))
   assert got == [sweep.point_name(p) for p in points]     # handed back in point order
+  order = jobs.schedule(points)   # 4 groups of 4 (lr x seed): the longest start first
+  assert [points[g[0]]['model'] + str(points[g[0]]['seq_len']) for g in order] == [
+      'transformer32', 'rnn64', 'rnn8', 'gru8']          # 4 x 32 x 4, 4 x 64, then in order
+  assert sorted(i for g in order for i in g) == list(range(16))
   starts = [line.split() for line in open(log)]
-  # 4 groups of 4 (lr x seed); the transformer's (4 x 32 x 4) and the T=64 rnn's
-  # (4 x 64) start before the T=8 ones, and each group's points run in one worker
-  assert starts[0][0] in ('transformer-adding-T32-lr0.003-s0', 'rnn-adding-T64-lr0.003-s0')
-  assert starts[-1][0].split('-T8-')[0] in ('rnn-adding', 'gru-adding')
   for group in ('rnn-adding-T8', 'gru-adding-T8', 'rnn-adding-T64', 'transformer-adding-T32'):
-    assert len({pid for name, pid in starts if name.startswith(group + '-')}) == 1
+    mine = [(name, pid) for name, pid in starts if name.startswith(group + '-')]
+    assert len(mine) == 4 and len({pid for _, pid in mine}) == 1   # one worker, in turn
+    assert [n for n, _ in mine] == [sweep.point_name(p) for p in points
+                                    if sweep.point_name(p).startswith(group + '-')]
