@@ -44,7 +44,8 @@ def effective(jobs: int) -> int:
 
 
 def _group(p: dict) -> tuple:
-  """A point's group: the point but for its seed and lr (the same programs to build)."""
+  """A point's group: the point but for its seed and lr (one model: its initialisation
+  and evaluation step are built once in the worker)."""
   return tuple(sorted((k, str(v)) for k, v in p.items() if k not in ('seed', 'lr')))
 
 

@@ -74,7 +74,6 @@ def test_sigterm_stops_the_workers_and_the_rerun_finishes(tmp_path):
   assert results(str(tmp_path / 'run')) == results(str(tmp_path / 'one'))
 
 
-
 def _note_start(path, name):   # a worker's fn: module level, so it pickles
   with open(path, 'a') as f:
     f.write(f'{name} {os.getpid()}\n')
