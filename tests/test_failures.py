@@ -262,10 +262,12 @@ def start_emulator(port, data_dir):
   """A Cloud Storage emulator that keeps its objects in data_dir, so it can die and come
   back with them (tests/gcs_emulator.py's fixture keeps them in memory)."""
   import socket
+  log = data_dir.parent / 'emulator.log'
   for _ in range(60):   # a restart may find the port still held for a moment: try again
-    p = subprocess.Popen([sys.executable, '-c', EMULATOR, str(port), 'seqlab-faults',
-                          str(data_dir)], env=dict(os.environ, PYTHONPATH=os.path.join(ROOT, 'tests')),
-                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    with open(log, 'w') as f:
+      p = subprocess.Popen([sys.executable, '-c', EMULATOR, str(port), 'seqlab-faults',
+                            str(data_dir)], env=dict(os.environ, PYTHONPATH=os.path.join(ROOT, 'tests')),
+                           stdout=subprocess.DEVNULL, stderr=f)
     while p.poll() is None:
       try:
         socket.create_connection(('localhost', port), timeout=1).close()
@@ -273,7 +275,7 @@ def start_emulator(port, data_dir):
       except OSError:
         time.sleep(0.1)
     time.sleep(1)
-  raise RuntimeError('the storage emulator did not start')
+  raise RuntimeError(f'the storage emulator did not start: {log.read_text()[-2000:]}')
 
 
 def test_bucket_that_dies_mid_run_and_comes_back(tmp_path, reference):
