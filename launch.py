@@ -11,7 +11,8 @@
 
 Sweep axes given as flags override the config's own lists; every other setting is a
 dotted override of the config (`--config.model.hidden=128`). Ctrl-C saves a checkpoint
-at the next step and stops; the same command resumes.
+at the next step and stops (exit 130; SIGTERM: 143); the same command resumes. Exit
+statuses, bad inputs and faults: docs/faults.md.
 """
 import logging
 import os
@@ -181,6 +182,7 @@ flags.DEFINE_bool('tpu_install', True, 'With --tpu: make a venv and install the 
                   'simulated pod of seqlab/infra/fake_pod.py).')
 FLAGS = flags.FLAGS
 CHECK_ONLY = False   # --only_check_args: every check a real run makes, then exit 0
+HELP_FLAGS = ('--help', '-help', '-h', '-?', '--helpshort', '--helpfull', '--helpxml')
 
 
 def parse_flags(argv):
@@ -189,6 +191,10 @@ def parse_flags(argv):
     rest = FLAGS(argv)
   except (flags.Error, KeyError, AttributeError, ValueError, TypeError) as e:
     fail(str(e).strip().splitlines()[-1] if str(e).strip() else repr(e))
+  except SystemExit as e:   # absl exits 1 once it has printed the help a user asked for
+    if any(a.split('=')[0] in HELP_FLAGS for a in argv[1:]):
+      sys.exit(0)
+    raise
   # absl exits at --only_check_args before main: run main's checks instead.
   CHECK_ONLY, FLAGS.only_check_args = FLAGS.only_check_args, False
   if FLAGS['verbosity'].using_default_value:
@@ -257,11 +263,11 @@ def evaluate_point() -> None:
   except (evaluate.LoadError, OSError) as e:
     fail(str(e))
   extra = ''.join(f', {k} {m[k]:.4f}' for k in sorted(m)
-                  if k not in ('step', 'checkpoint', 'batches', 'loss', 'chance_loss')
-                  and isinstance(m[k], float))
-  print(f'{FLAGS.evaluate}: {m["checkpoint"]} checkpoint (step {m["step"]}): held-out loss '
-        f'{m.get("loss", float("nan")):.4f} (chance {m["chance_loss"]:.4f}){extra} over '
-        f'{m["batches"]} batches')
+                  if k not in ('step', 'checkpoint', 'examples', 'loss', 'loss_se',
+                               'chance_loss') and isinstance(m[k], float))
+  print(f'{FLAGS.evaluate}: {m["checkpoint"]} checkpoint (step {m["step"]}, best chosen on '
+        f'VALID): EVAL loss {m.get("loss", float("nan")):.4f} +- {m.get("loss_se", 0):.2g} '
+        f'(chance {m["chance_loss"]:.4f}){extra} over {m["examples"]} held-out examples')
 
 
 def sample_point() -> None:
@@ -280,7 +286,7 @@ def sample_point() -> None:
 def main(argv):
   if len(argv) > 1:
     fail(f'unexpected arguments {argv[1:]}; flags take the form --name=value')
-  from seqlab import sweep
+  from seqlab import sweep, sweep_checks
   from seqlab import workdir as workdir_lib
   from seqlab.infra import distributed, storage, writer
   config = build_config()
@@ -324,14 +330,26 @@ def main(argv):
   if name not in runnable:
     fail(f'config.study={name!r} is not a study; allowed: {", ".join(runnable)}')
   study = runnable[name]
+  if FLAGS.skip is None and _flag_value(sys.argv, 'config.sweep.skip') is None:
+    # the config file's own skip patterns must not refuse a sweep narrowed by --models
+    dropped = sweep_checks.drop_default_skips(config)
+    if dropped:
+      print(f'note: sweep.skip {", ".join(map(repr, dropped))} (the defaults of '
+            f'{config_name()}) match no point of this sweep; dropped', flush=True)
   try:
     study.validate(config)
     if hasattr(study, 'validate_workdir'):  # the report: is there anything to redraw
       study.validate_workdir(config, workdir)
-    rerun = sweep.select_rerun(workdir, FLAGS.rerun) if FLAGS.rerun else []
+    rerun = (workdir_lib.select_rerun(workdir, FLAGS.rerun,
+                                      workdir_lib.own_point_names(study, config))
+             if FLAGS.rerun else [])
     workdir_lib.check_workdir(workdir)
   except sweep.ConfigError as e:
     fail(str(e))
+  if FLAGS.rerun and not rerun:   # --rerun=diverged, and no point diverged
+    print(f'--rerun={",".join(FLAGS.rerun)}: no finished point of {workdir} diverged; nothing '
+          f'to rerun', flush=True)
+    return
   if CHECK_ONLY:
     print(f'ok: {config_name()} would run into {workdir}; every check passed')
     return
@@ -346,7 +364,7 @@ def main(argv):
   except sweep.ConfigError as e:
     fail(str(e))
   try:
-    sweep.forget(workdir, rerun)
+    workdir_lib.forget(workdir, rerun)
     study.run(config, workdir)
   except writer.WriteError as e:
     fail(str(e), status=1)

@@ -29,7 +29,6 @@ def get_config(arg: str = ''):
       split='train', eval_split='test',  # Hub splits ('' holds out every 10th row)
       pixels='real',                    # 'real' (one grey value in [0, 1]) or 'tokens' (256)
       eval_fraction=0.1, valid_fraction=0.1))
-  c.train.eval_batches = 6              # 192 >= the 179 held-out digits
   c.sweep.models = ['rnn', 'lstm', 'gru', 'transformer']
   c.sweep.tasks = ['digits', 'pdigits']
   c.sweep.seq_lens = [64]

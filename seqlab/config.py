@@ -23,6 +23,8 @@ MOVED_KEYS = {
     'model.scan_impl': 'model.kernel (e.g. --config.model.kernel=sequential, or --models=lru:sequential)',
     'model.attention_impl': 'model.kernel (e.g. --config.model.kernel=blocked, or '
                             '--models=transformer:blocked)',
+    'train.eval_batches': 'train.eval_examples (held-out examples; a data set\'s held-out '
+                          'split is read whole, each example once)',
     'impulse.grad_flow_results': 'nothing: the impulse study reads ../grad_flow/results.jsonl '
                                  'beside its workdir',
 }
@@ -38,12 +40,15 @@ def available() -> list[str]:
 
 
 def resolve_path(path: str) -> str:
-  """A config path as given, or relative to the repository root (so experiments/x.py
-  works from any directory)."""
+  """A config path: a relative one names the repository's file first (so
+  experiments/x.py works from any directory, and a file of that name in the current
+  directory does not stand in for the repository's); an absolute path, one starting
+  with ./, or one the repository lacks is read as given."""
   for key in (os.path.normpath(path), os.path.relpath(os.path.abspath(path), ROOT)):
     if key in MOVED_CONFIGS:
       raise ConfigFileError(f'{path} was replaced by {MOVED_CONFIGS[key]}')
-  if not os.path.isfile(path) and os.path.isfile(os.path.join(ROOT, path)):
+  own = not os.path.isabs(path) and not path.startswith(('./', '../'))
+  if own and os.path.isfile(os.path.join(ROOT, path)):
     path = os.path.join(ROOT, path)
   if not os.path.isfile(path):
     raise ConfigFileError(f'config file {path!r} not found; available: {", ".join(available())}')
@@ -60,8 +65,36 @@ def load(spec: str):
   name = os.path.splitext(os.path.basename(path))[0]
   module_spec = importlib.util.spec_from_file_location(f'_seqlab_config_{name}', path)
   module = importlib.util.module_from_spec(module_spec)
-  module_spec.loader.exec_module(module)
-  return module.get_config(arg) if arg else module.get_config()
+  try:
+    module_spec.loader.exec_module(module)
+  except SyntaxError as e:
+    raise ConfigFileError(f'config file {path} has a syntax error at line {e.lineno}: '
+                          f'{e.msg}; fix it, or use one of {", ".join(available())}') from None
+  except Exception as e:  # the file's own code failed while it was read
+    raise ConfigFileError(f'config file {path} failed while loading: {_one_line(e)}') from None
+  if not callable(getattr(module, 'get_config', None)):
+    raise ConfigFileError(f'config file {path} has no get_config(arg) function; a config is '
+                          f'a Python file whose get_config returns an ml_collections.ConfigDict '
+                          f'(see experiments/long_range.py)')
+  try:
+    config = module.get_config(arg) if arg else module.get_config()
+  except ValueError as e:   # an unknown :variant: the config's own message, on one line
+    raise ConfigFileError(' '.join(str(e).split()) or f'config file {path}: get_config('
+                          f'{arg!r}) raised ValueError') from None
+  except Exception as e:
+    raise ConfigFileError(f'config file {path}: get_config({arg!r}) failed: '
+                          f'{_one_line(e)}') from None
+  if not hasattr(config, 'to_dict') or not hasattr(config, 'unlocked'):
+    raise ConfigFileError(f'config file {path}: get_config({arg!r}) returned '
+                          f'{type(config).__name__} {config!r:.40}, not an '
+                          f'ml_collections.ConfigDict')
+  return config
+
+
+def _one_line(e: BaseException) -> str:
+  """An exception as 'Type: message' on one line (a traceback is not for users)."""
+  text = ' '.join(str(e).split())[:300]
+  return f'{type(e).__name__}: {text}' if text else type(e).__name__
 
 
 def check_override(config, key: str, given: str) -> None:
@@ -93,6 +126,9 @@ KEY_DOCS = {
     'model.recurrent_init': 'initialisation of the recurrent matrices',
     'model.spectral_radius': 'spectral radius of the recurrent matrix at init (rnn)',
     'model.forget_bias': 'initial forget-gate bias (lstm)',
+    'model.gate_init': "gate biases (lstm, gru): 'constant' or 'chrono' (Tallec & Ollivier 2018)",
+    'model.chrono_t_max': "chrono's T_max (0: the sequence length)",
+    'model.update_bias': 'initial update-gate bias (gru; +2 keeps the state at init)',
     'model.unroll': 'time steps per scan iteration (speed only)',
     'model.heads': 'attention heads (transformer)',
     'model.mlp_ratio': 'MLP width / hidden (transformer)',
@@ -121,7 +157,8 @@ KEY_DOCS = {
     'train.clip_norm': 'global gradient-norm clipping (0: none)',
     'train.final_lr_fraction': 'learning rate at the end / peak',
     'train.log_every': 'steps between progress lines',
-    'train.eval_batches': 'held-out batches in each evaluation',
+    'train.eval_examples': 'held-out examples of a generated task in each evaluation (a data '
+                           'set\'s held-out split is read whole)',
     'train.tensorboard': 'also write TensorBoard events to <point>/tb',
     'train.checkpoint_every': 'steps between checkpoints (also at the end, SIGTERM, Ctrl-C)',
     'train.keep_checkpoints': 'checkpoints kept: the last K, plus the best',
@@ -132,6 +169,9 @@ KEY_DOCS = {
     'sweep.seeds': 'seeds swept (--seeds)',
     'sweep.lrs': 'learning rates swept (--lrs); each (model, task, T) reports its best',
     'sweep.skip': 'point-name patterns not run (--skip), e.g. transformer-adding-*',
+    'sweep.lr_seeds': 'k > 0: the lr is chosen on the first k seeds, then held for the rest '
+                      '(0: every lr at every point)',
+    'sweep.lr_at': "with sweep.lr_seeds: the lr chosen at 'each' T or at the 'shortest', held",
     'grad_flow.batch_size': 'examples per seed in each gradient measurement',
     'grad_flow.train_steps': 'training steps before the trained measurement',
     'grad_flow.train_seq_len': 'T of the trained measurement',

@@ -37,7 +37,7 @@ def _config(point_dir: str):
 
 def restore(point_dir: str, checkpoint: str = 'best'):
   """(graphdef, state, step, config, task): the train state saved in `point_dir`'s
-  best (lowest held-out loss; the latest when none has one) or latest checkpoint."""
+  best (lowest VALID loss; the latest when none has one) or latest checkpoint."""
   import jax
   from seqlab import train
   from seqlab.data import tasks
@@ -70,22 +70,22 @@ def load(point_dir: str, checkpoint: str = 'best'):
   return nnx.merge(graphdef, state['params']), state['params'], config
 
 
-def evaluate(point_dir: str, checkpoint: str = 'best', batches: int | None = None) -> dict:
-  """Held-out metrics of a point's checkpoint over `batches` batches (default: the
-  point's train.eval_batches), on the data the run held out, with the chance level."""
+def evaluate(point_dir: str, checkpoint: str = 'best', examples: int | None = None) -> dict:
+  """EVAL metrics of a point's checkpoint (the best is chosen on the VALID split, so the
+  numbers reported here were not used to choose it) over `examples` held-out examples
+  (default: the whole held-out split of a data set, train.eval_examples of a generated
+  task), with the chance level and the baselines of the examples scored."""
   import jax
   from seqlab import train
   from seqlab.infra import sharding
   graphdef, state, step, config, task = restore(point_dir, checkpoint)
-  if batches is not None:
-    with config.unlocked():
-      config.train.eval_batches = int(batches)
   seq_len = int(config.task.seq_len)
   mesh = sharding.make_mesh(1)
   tx = train.make_optimizer(config.train)
   compiled = train.compile_steps(graphdef, state, task, tx, mesh)
   params = jax.device_put(state['params'], compiled.state_sharding['params'])
-  metrics = train.evaluate(compiled, params, task, config, seq_len, int(config.seed))
-  return {'step': step, 'checkpoint': checkpoint, 'batches': int(config.train.eval_batches),
-          'chance_loss': task.chance_loss(seq_len),
-          **{k: v for k, v in metrics.items() if isinstance(v, float) and math.isfinite(v)}}
+  metrics = train.evaluate(compiled, params, task, config, seq_len, int(config.seed),
+                           examples=examples)
+  return {'step': step, 'checkpoint': checkpoint, 'chance_loss': task.chance_loss(seq_len),
+          **{k: v for k, v in metrics.items()
+             if isinstance(v, (int, float)) and math.isfinite(v)}}

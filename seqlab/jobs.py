@@ -12,7 +12,7 @@ jobs=1, bitwise (tests/test_jobs.py); only the wall time changes.
 - Each worker's own output goes to <point>/log.txt; the parent prints one line a point.
 - Ctrl-C (which a terminal sends to the workers too) or a SIGTERM (which the parent
   passes on to them): the running points save a checkpoint and stop, points not started
-  are not started, and the exit status is train's (130 after Ctrl-C, 0 after SIGTERM).
+  are not started, and the exit status is train's (130 after Ctrl-C, 143 after SIGTERM).
   Run the same command to resume.
 - Off a CPU (an accelerator is one device shared by the processes) and in a
   multi-process run, points run one at a time, and a line says so.
@@ -71,22 +71,123 @@ def schedule(points: list[dict]) -> list[list[int]]:
 
 
 CACHE_KEYS = ('jax_compilation_cache_dir', 'jax_persistent_cache_min_compile_time_secs',
-              'jax_persistent_cache_min_entry_size_bytes')
+              'jax_persistent_cache_min_entry_size_bytes', 'jax_compilation_cache_max_size')
+CACHE_MAX_BYTES = 2 * 2 ** 30   # the cache's cap: least recently used entries go beyond it
+
+
+def user_cache_dir() -> str:
+  """This user's compilation cache: $XDG_CACHE_HOME/seqlab/jax, else ~/.cache/seqlab/jax."""
+  base = os.environ.get('XDG_CACHE_HOME') or os.path.join(os.path.expanduser('~'), '.cache')
+  return os.path.join(base, 'seqlab', 'jax')
 
 
 def compile_cache(workdir: str) -> None:
-  """Jax's persistent compilation cache in <workdir>/jax_cache, unless one is set already
-  (JAX_COMPILATION_CACHE_DIR, or an earlier study of a report): the seeds of a point
-  build the same programs, and a rerun compiles nothing. Every program is kept, however
-  quick to compile: a point's evaluation step (~0.5 s) and the small eager programs that
-  initialise a model (2-8 s of them for each new model in a process) are then built once
-  for all of a sweep's points and workers. Local workdirs only."""
+  """Jax's persistent compilation cache, per user and outside the workdir
+  (user_cache_dir, made 0700, capped at CACHE_MAX_BYTES unless
+  JAX_COMPILATION_CACHE_MAX_SIZE is set; JAX_COMPILATION_CACHE_DIR, or an earlier study
+  of a report, sets another, which keeps jax's settings as given): the seeds of a point
+  build the same programs, every worker of a sweep shares them, and a rerun compiles
+  nothing. Every program is kept, however quick to
+  compile: a point's evaluation step (~0.5 s) and the small eager programs that
+  initialise a model (2-8 s of them for each new model in a process) are then built
+  once. A workdir someone else shares is never a source of executables; a folder others
+  may write to is not used; a torn entry (a process killed while jax wrote it) is
+  removed, so it is compiled and written again (repair_cache). `workdir` is unused: the
+  studies name it to say which run asks."""
+  del workdir
+  import importlib.util
+
   import jax
-  if jax.config.jax_compilation_cache_dir or storage.is_url(workdir):
-    return
-  jax.config.update('jax_compilation_cache_dir', os.path.abspath(os.path.join(workdir,
-                                                                              'jax_cache')))
-  jax.config.update('jax_persistent_cache_min_compile_time_secs', 0)
+  path = jax.config.jax_compilation_cache_dir
+  if not path:
+    path = user_cache_dir()
+    try:
+      os.makedirs(path, mode=0o700, exist_ok=True)
+      st = os.stat(path)
+    except OSError:
+      return   # no cache (a read-only home): every program compiles, nothing else changes
+    if st.st_uid != os.getuid() or st.st_mode & 0o022:
+      print(f'note: the compilation cache {path} is not this user\'s own (or others may '
+            f'write to it); it is not used: every program compiles', flush=True)
+      return
+    jax.config.update('jax_compilation_cache_dir', path)
+    jax.config.update('jax_persistent_cache_min_compile_time_secs', 0)
+    # jax's default is no cap; its cap needs filelock (a dependency of datasets). Only
+    # here: every process that writes this folder then keeps the cap's access times.
+    if jax.config.jax_compilation_cache_max_size == -1 and importlib.util.find_spec(
+        'filelock'):
+      jax.config.update('jax_compilation_cache_max_size', CACHE_MAX_BYTES)
+  if not storage.is_url(path):
+    removed = repair_cache(path, capped=jax.config.jax_compilation_cache_max_size != -1)
+    if removed:
+      print(f'note: removed {removed} torn entr{"y" if removed == 1 else "ies"} from the '
+            f'compilation cache {path}; compiled again once', flush=True)
+
+
+VERIFIED = '.seqlab-verified.json'   # cache entries checked whole: name -> [size, mtime]
+
+
+def repair_cache(path: str, capped: bool = False) -> int:
+  """Removes the entries of jax's cache folder `path` that do not decompress (torn by a
+  kill while jax wrote them: jax would warn and recompile on every run, and never
+  rewrite them); returns how many. Each entry is checked once (VERIFIED remembers it),
+  under jax's own lock of the folder (held by a capped cache's reads and writes). With
+  `capped`, an entry written without the cap gets the access time the cap's eviction
+  reads (jax fails to write into a capped folder with an entry that lacks one)."""
+  import json
+  try:
+    import filelock
+    from jax._src.compilation_cache import decompress_executable
+  except ImportError:   # a jax without these internals: entries are not checked
+    return 0
+  try:
+    names = [n for n in os.listdir(path) if n.endswith('-cache')]
+  except OSError:
+    return 0
+  index_path = os.path.join(path, VERIFIED)
+  removed = 0
+  try:
+    with filelock.FileLock(os.path.join(path, '.lockfile'), timeout=10):
+      try:
+        with open(index_path) as f:
+          seen = json.load(f)
+      except (OSError, ValueError):
+        seen = {}
+      seen = seen if isinstance(seen, dict) else {}
+      index = {}
+      for n in names:
+        p = os.path.join(path, n)
+        try:
+          st = os.stat(p)
+          stamp = [st.st_size, st.st_mtime_ns]
+          data = None
+          if seen.get(n) != stamp:
+            with open(p, 'rb') as f:
+              data = f.read()
+        except OSError:
+          continue
+        if data is not None:
+          try:
+            decompress_executable(data)
+          except Exception:  # a truncated stream (zlib's or zstd's error): a torn entry
+            for q in (p, p[:-len('-cache')] + '-atime'):
+              if os.path.exists(q):
+                os.unlink(q)
+            removed += 1
+            continue
+        atime = p[:-len('-cache')] + '-atime'
+        if capped and not os.path.exists(atime):
+          with open(atime, 'wb') as f:
+            f.write(st.st_mtime_ns.to_bytes(8, 'little'))
+        index[n] = stamp
+      if index != seen:
+        tmp = f'{index_path}.{os.getpid()}'
+        with open(tmp, 'w') as f:
+          json.dump(index, f)
+        os.replace(tmp, index_path)
+  except (filelock.Timeout, OSError):
+    pass   # busy or unwritable: jax warns about a torn entry and compiles it
+  return removed
 
 
 _TERM = []   # in a worker: a SIGTERM came while no point was training
@@ -108,13 +209,14 @@ def _run_logged(fn: Callable, calls: list, log_dirs: list) -> tuple[list, object
   that stopped the group or None)."""
   out = []
   for args, log_dir in zip(calls, log_dirs):
-    if _TERM:
-      return out, SystemExit(0)
+    if _TERM:   # stopped before this point: not finished, as after a save (143)
+      return out, SystemExit(128 + signal.SIGTERM)
     saved = os.dup(1), os.dup(2)
     log = None
     if log_dir and not storage.is_url(log_dir):
       os.makedirs(log_dir, exist_ok=True)
-      log = open(os.path.join(log_dir, 'log.txt'), 'a')
+      from seqlab.infra import writer
+      log = writer.open_append(os.path.join(log_dir, 'log.txt'))   # not through a link
       sys.stdout.flush(), sys.stderr.flush()
       os.dup2(log.fileno(), 1), os.dup2(log.fileno(), 2)
     try:

@@ -26,6 +26,7 @@ class Progress:
     self.t_start = time.time()
     self._t_steady = None
     self._paused_s = 0.0   # time in checkpoint saves and their evaluations: not steps
+    self.steady_steps, self.steady_s = 0, 0.0   # what tokens_per_s is measured over
     self.compile_s = None
     self.tokens_per_s = float('nan')
     self._steps_per_s = float('nan')
@@ -45,6 +46,7 @@ class Progress:
     if dt > 0:
       self._steps_per_s = steady / dt
       self.tokens_per_s = self._steps_per_s * self.tokens_per_step
+      self.steady_steps, self.steady_s = steady, dt
 
   @contextlib.contextmanager
   def paused(self):

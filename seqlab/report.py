@@ -68,6 +68,7 @@ def run(config, workdir: str) -> dict:
   """Runs (or, with redraw_only, only redraws) every section, then writes the report."""
   sections = _sections(config)
   timings = {}
+  ran = []   # the studies that measured something new in this run
   if not config.redraw_only:
     for s in sections:
       sub = seqlab_config.load(f'{s.NAME}:{_variant(config, s.NAME)}')
@@ -79,6 +80,7 @@ def run(config, workdir: str) -> dict:
       s.run(sub, os.path.join(workdir, s.NAME))
       if _count_rows(results) != before:   # a study with nothing left to run keeps its time
         timings[s.NAME] = time.time() - t0
+        ran.append(s.NAME)
   # wall times survive a redraw: the last run's time per study, kept beside the report
   path = os.path.join(workdir, 'timings.json')
   timings = {**(writer.read_json(path) if storage.exists(path) else {}), **timings}
@@ -99,7 +101,7 @@ def run(config, workdir: str) -> dict:
   if not drawn:
     raise sweep.ConfigError(f'nothing to report: no study in {workdir} has results; run '
                             f'without --config.redraw_only=True first')
-  paths = write_report(config, workdir, drawn, timings)
+  paths = write_report(config, workdir, drawn, timings, meta(workdir, ran=bool(ran)))
   print(f'report: {paths[0]}\n        {paths[1]}')
   return {'report_md': paths[0], 'report_html': paths[1]}
 
@@ -123,31 +125,71 @@ def environment() -> dict:
 
 
 def _cell(text: str) -> str:
-  """A pipe-table cell: norms such as ||dL/dx_1|| must not end the cell."""
-  return text.replace('|', '\\|')
+  """A pipe-table cell: norms such as ||dL/dx_1|| must not end the cell, nor a newline
+  from a results row end the table's row. (HTML in it is made harmless by to_html.)"""
+  return ' '.join(str(text).replace('|', '\\|').splitlines())
 
 
-def write_report(config, workdir, drawn, timings) -> tuple[str, str]:
-  env = environment()
-  cmd = f'python launch.py --config=experiments/report.py:{config.scale} --workdir={workdir}'
+META = 'report_meta.json'   # the environment the studies last ran in, kept for redraws
+
+
+def meta(workdir: str, ran: bool) -> dict:
+  """The date, device, versions and workdir the report states: measured now when any
+  study ran (or none is recorded), else the recorded ones, so a redraw from the results
+  files rewrites report.md byte for byte."""
+  path = os.path.join(workdir, META)
+  if not ran and storage.exists(path):
+    return writer.read_json(path)
+  env = dict(environment(), workdir=workdir)
+  if writer.is_writer():
+    writer.write_json(path, env)
+  return env
+
+
+def _part_rows(c) -> list[str]:
+  """A claim's parts as a table: the number with its interval, the rule, the outcome."""
+  lines = ['| part | estimate [95% CI] | holds when | outcome |', '|---|---|---|---|']
+  for p in c.parts:
+    outcome = f'**{p.outcome}**' + (f': {p.note}' if p.note else '')
+    lines.append(f'| {_cell(p.name)} | {_cell(p.estimate or "-")} | {_cell(p.rule or "-")} | '
+                 f'{_cell(outcome)} |')
+  return lines
+
+
+def write_report(config, workdir, drawn, timings, env=None) -> tuple[str, str]:
+  env = env or meta(workdir, ran=False)
+  cmd = (f'python launch.py --config=experiments/report.py:{config.scale} '
+         f'--workdir={env.get("workdir", workdir)}')
   md = [f'# seqlab report ({config.scale})', '',
         f'Generated {env["date"]} on {env["device"]}.', '',
         'Reproduce everything (runs only what is missing, then redraws):', '',
         '```bash', cmd, '```', '',
         'Redraw figures and this report from the results files only (seconds):', '',
         '```bash', f'{cmd} --config.redraw_only=True', '```', '',
-        '## Claims at a glance', '', '| study | claim | verdict |', '|---|---|---|']
+        'Every verdict is computed from the numbers: each part of a claim is a number with '
+        'its 95% interval (over seeds and held-out examples, seqlab/studies/stats.py) tested '
+        'against a stated threshold, and **holds** (the whole interval on the claimed side), '
+        '**fails** (the whole interval on the other side) or is **undecided** (the interval '
+        'straddles it: the part says about how much more data would decide it). A claim is '
+        '*supported* only when every part holds; *partly supported* when some hold and some '
+        'fail; *not supported* when parts fail and none holds; *undecided* when none fails '
+        'but some are undecided; *measured* states numbers without a test.', '',
+        '## Claims at a glance', '', '| study | claim | verdict | parts |', '|---|---|---|---|']
   for s, _, _, claims in drawn:
-    md += [f'| {s.TITLE} | {_cell(c.text)} | {_cell(c.line())} |' for c in claims]
+    md += [f'| {_cell(s.TITLE)} | {_cell(c.text)} | **{c.verdict}** | '
+           f'{_cell(c.counts() if c.parts else "-")} |' for c in claims]
   md.append('')
   for s, figures, table, claims in drawn:
     md += [f'## {s.TITLE}', '', 'Command for this study alone:', '', '```bash',
-           command_for(s.NAME, _variant(config, s.NAME), workdir), '```', '']
+           command_for(s.NAME, _variant(config, s.NAME), env.get('workdir', workdir)), '```', '']
     if s.NAME in timings:
       md += [f'Ran in {timings[s.NAME]:.0f} s (wall) the last time it was run.', '']
     for c in claims:
-      md += [f'- **Claim.** {c.text}  ', f'  **Verdict.** {c.line()}']
-    md.append('')
+      md += [f'**Claim.** {_cell(c.text)}', '',
+             f'**Verdict: {c.verdict}**' + (f' ({c.counts()})' if c.parts else '') +
+             f'. {_cell(c.evidence)}', '']
+      if c.parts:
+        md += _part_rows(c) + ['']
     for fig in figures:
       if fig.endswith('.png'):
         rel = os.path.relpath(fig, workdir)
@@ -158,7 +200,7 @@ def write_report(config, workdir, drawn, timings) -> tuple[str, str]:
     if table:
       md += [table, '']
   md += ['## Versions', '', '| package | version |', '|---|---|']
-  md += [f'| {k} | {v} |' for k, v in env['versions'].items()]
+  md += [f'| {k} | {v} |' for k, v in sorted(env['versions'].items())]   # as report_meta.json
   text = '\n'.join(md) + '\n'
   md_path = os.path.join(workdir, 'report.md')
   html_path = os.path.join(workdir, 'report.html')
@@ -175,18 +217,60 @@ STYLE = ('body{font-family:Helvetica,Arial,sans-serif;max-width:900px;margin:2em
          'h2{border-bottom:1px solid #ddd;padding-bottom:0.2em}')
 
 
+# The HTML a report may hold: what Python-Markdown makes of tables, code and figures.
+HTML_TAGS = {'h1', 'h2', 'h3', 'h4', 'h5', 'h6', 'p', 'br', 'hr', 'em', 'strong', 'code',
+             'pre', 'blockquote', 'ul', 'ol', 'li', 'a', 'img', 'table', 'thead', 'tbody',
+             'tr', 'th', 'td'}
+HTML_ATTRIBUTES = {'a': {'href', 'title'}, 'img': {'src', 'alt', 'title'},
+                   'code': {'class'}, 'th': {'align'}, 'td': {'align'}}
+
+
 def to_html(text: str, base: str) -> str:
   """report.md as one self-contained HTML page: Python-Markdown (tables, fenced code),
-  with every local PNG embedded as a data URI."""
+  with every PNG inside the workdir `base` embedded as a data URI.
+
+  A report is shared, and its text comes from results rows and configs (a model name,
+  a claim, a note), so nothing in it is trusted as markup: Markdown's raw-HTML passes
+  are off (a '<script>' in a model name is shown as text), the HTML is then sanitised
+  by nh3 (ammonia: only HTML_TAGS and HTML_ATTRIBUTES, links only to http(s), mailto
+  or relative URLs), and an image is embedded only when its real path (symbolic links
+  resolved) is inside `base`; one named by an absolute or ../ path loses its src."""
+  import html
+
   import markdown
-  body = markdown.markdown(text, extensions=['tables', 'fenced_code'])
+  import nh3
+
+  class NoRawHtml(markdown.Extension):
+    def extendMarkdown(self, md):
+      md.preprocessors.deregister('html_block')
+      md.inlinePatterns.deregister('html')
+
+  body = markdown.markdown(text, extensions=['tables', 'fenced_code', NoRawHtml()])
+  body = nh3.clean(body, tags=HTML_TAGS, attributes=HTML_ATTRIBUTES,
+                   url_schemes={'http', 'https', 'mailto'})
 
   def embed(m):
-    path = os.path.join(base, m.group(1))
+    path = _inside(base, html.unescape(m.group(1)))
+    if path is None:
+      return 'src=""'
     if not storage.exists(path):
       return m.group(0)
     return f'src="data:image/png;base64,{base64.b64encode(storage.read_bytes(path)).decode()}"'
 
-  body = re.sub(r'src="([^":]+\.png)"', embed, body)
+  body = re.sub(r'src="([^"]*\.png)"', embed, body)
   return (f'<!doctype html><html><head><meta charset="utf-8"><title>seqlab report</title>'
           f'<style>{STYLE}</style></head><body>\n{body}\n</body></html>\n')
+
+
+def _inside(base: str, rel: str) -> str | None:
+  """The path of the report's image `rel` when it lies inside the workdir `base`
+  (relative, no scheme, and its real path under base's), else None."""
+  import posixpath
+  if not rel or os.path.isabs(rel) or ':' in rel or '\\' in rel or '\0' in rel:
+    return None
+  if storage.is_url(base):
+    rel = posixpath.normpath(rel)
+    return None if rel == '..' or rel.startswith('../') else f'{base.rstrip("/")}/{rel}'
+  top = os.path.realpath(base)
+  real = os.path.realpath(os.path.join(top, rel))
+  return real if real.startswith(top + os.sep) else None

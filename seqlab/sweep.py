@@ -8,11 +8,12 @@ through these functions.
 from __future__ import annotations
 
 import copy
-import itertools
 import fnmatch
+import itertools
 import json
 import math
 import os
+from collections import defaultdict
 
 import jax
 
@@ -40,6 +41,10 @@ def validate(config) -> None:
     raise ConfigError('the sweep is empty: --models, --tasks, --seq_lens and --seeds each '
                       'need at least one value')
   for m in sw.models:
+    try:
+      models.split_variant(m)
+    except ValueError as e:
+      raise ConfigError(str(e)) from None
     name, kernel = models.split_name(m)
     _allowed('model', name, models.MODELS)
     if kernel == 'auto':
@@ -50,6 +55,7 @@ def validate(config) -> None:
       raise ConfigError(f'{e} (in --models={m})' if ':' in m else str(e)) from None
   for t in sw.tasks:
     _allowed('task', t, tasks.task_names())
+  built = {}   # task name -> its Task, for the models' build check below
   for t in sw.tasks:
     tc = copy.deepcopy(config.task)
     with tc.unlocked():
@@ -58,6 +64,7 @@ def validate(config) -> None:
       task = tasks.build(tc)
     except (ValueError, OSError) as e:  # builders raise one-line messages for bad data
       raise ConfigError(str(e)) from None
+    built[t] = task
     for n in sw.seq_lens:
       n_int = _as_int('seq_len', n)
       if task.fixed_len and n_int != task.max_seq_len:
@@ -74,7 +81,16 @@ def validate(config) -> None:
       raise ConfigError(f'seed={s} is negative; seeds are integers >= 0')
   for lr in sw.get('lrs', ()):
     check_value('sweep.lrs', lr, float, _positive, 'finite and > 0 (each value)')
-  names = [point_name(p) for p in _every_point(sw)]
+  lr_seeds = sw.get('lr_seeds', 0)
+  check_value('sweep.lr_seeds', lr_seeds, int, _non_negative,
+              '>= 0 (0: every lr at every seed; k: the lr chosen on the first k seeds, then held)')
+  if lr_seeds and not sw.get('lrs'):
+    raise ConfigError(f'sweep.lr_seeds={lr_seeds} chooses an lr, but sweep.lrs is empty; give '
+                      f'--lrs (e.g. 1e-3,3e-3,1e-2) or sweep.lr_seeds=0')
+  if sw.get('lr_at', 'each') not in LR_AT:
+    raise ConfigError(f'sweep.lr_at={sw.lr_at!r}; allowed: {", ".join(LR_AT)}')
+  from seqlab import sweep_checks   # it imports this module: here, not at the top
+  names = sweep_checks.sweep_names(sw)
   for pat in sw.get('skip', ()):
     if not fnmatch.filter(names, pat):
       raise ConfigError(f'sweep.skip={pat!r} matches no point of the sweep; points are named '
@@ -96,8 +112,12 @@ def validate(config) -> None:
     if mc.get('recurrent_init', 'orthogonal') not in cells.RECURRENT_INITS:
       raise ConfigError(f'model.recurrent_init={mc.recurrent_init!r}; allowed: '
                         f'{", ".join(cells.RECURRENT_INITS)}')
+    if mc.get('gate_init', 'constant') not in cells.GATE_INITS:
+      raise ConfigError(f'model.gate_init={mc.gate_init!r}; allowed: '
+                        f'{", ".join(cells.GATE_INITS)}')
     if mc.get('dtype', 'float32') not in models.DTYPES:
       raise ConfigError(f'model.dtype={mc.dtype!r}; allowed: {", ".join(models.DTYPES)}')
+    sweep_checks.check_models_build(config, built)
   task = config.get('task')
   if task is not None and task.get('path') and task.get('dataset'):
     # The text tasks read task.path only when task.dataset is empty: say so, not ignore it.
@@ -123,6 +143,12 @@ def _open_fraction(v):
   return 0 < v < 1
 
 
+# The most optimiser steps a setting may ask for: 1e9 steps of the smallest point (~1 ms
+# each on a CPU) are ~12 days; more is a typo (steps=1e20 would be ~3e9 years).
+MAX_STEPS = 10 ** 9
+_steps, _steps_or_0 = (lambda v: 0 < v <= MAX_STEPS), (lambda v: 0 <= v <= MAX_STEPS)
+
+
 # Every numeric setting a study reads: (dotted key, type, check, the allowed range in
 # words). Checked before anything compiles; a key a config lacks is skipped.
 RANGES = [
@@ -130,15 +156,15 @@ RANGES = [
     ('num_devices', int, _non_negative, '>= 0 (0: every device)'),
     ('jobs', int, _positive, '>= 1 (points trained at once on a CPU host)'),
     ('cpu_devices', int, _non_negative, '>= 0 (0: jax\'s default of one)'),
-    ('train.steps', int, _positive, '> 0'),
+    ('train.steps', int, _steps, f'> 0 and at most {MAX_STEPS:.0e}'),
     ('train.batch_size', int, _positive, '> 0'),
     ('train.lr', float, _positive, 'finite and > 0'),
-    ('train.warmup_steps', int, _non_negative, '>= 0'),
+    ('train.warmup_steps', int, _steps_or_0, f'>= 0 and at most {MAX_STEPS:.0e}'),
     ('train.weight_decay', float, _non_negative, 'finite and >= 0'),
     ('train.clip_norm', float, _non_negative, 'finite and >= 0 (0: no clipping)'),
     ('train.final_lr_fraction', float, _fraction, 'in [0, 1]'),
     ('train.log_every', int, _positive, '> 0'),
-    ('train.eval_batches', int, _positive, '> 0'),
+    ('train.eval_examples', int, _positive, '> 0'),
     ('train.checkpoint_every', int, _non_negative, '>= 0 (0: only at the end and on '
                                                    'SIGTERM or Ctrl-C)'),
     ('train.keep_checkpoints', int, _positive, '> 0'),
@@ -147,24 +173,27 @@ RANGES = [
     ('model.layers', int, _positive, '> 0'),
     ('model.param_budget', int, _non_negative, '>= 0 (0: no budget)'),
     ('model.heads', int, _positive, '> 0'),
-    ('model.mlp_ratio', float, _positive, 'finite and > 0'),
+    ('model.mlp_ratio', int, _positive, '> 0 (the MLP is mlp_ratio x model.hidden wide)'),
     ('model.unroll', int, _positive, '> 0'),
     ('model.spectral_radius', float, _positive, 'finite and > 0'),
     ('model.forget_bias', float, lambda v: True, 'finite'),
+    ('model.update_bias', float, lambda v: True, 'finite'),
+    ('model.chrono_t_max', int, _non_negative, '>= 0 (0: the sequence length)'),
     ('model.r_min', float, _open_fraction, 'in (0, 1)'),
     ('model.r_max', float, lambda v: 0 < v <= 1, 'in (0, 1]'),
     ('task.seq_len', int, _positive, '> 0'),
     ('task.eval_fraction', float, _open_fraction, 'in (0, 1)'),
     ('grad_flow.batch_size', int, _positive, '> 0'),
-    ('grad_flow.train_steps', int, _non_negative, '>= 0 (0: no trained phase)'),
+    ('grad_flow.train_steps', int, _steps_or_0, f'>= 0 (0: no trained phase) and at most '
+                                                 f'{MAX_STEPS:.0e}'),
     ('grad_flow.train_seq_len', int, _positive, '> 0'),
     ('grad_flow.rho_seq_len', int, _positive, '> 0'),
     ('impulse.directions', int, _positive, '> 0'),
     ('bench.hidden', int, _positive, '> 0'),
     ('bench.heads', int, _positive, '> 0'),
     ('bench.batch', int, _positive, '> 0'),
-    ('bench.steps', int, _positive, '> 0'),
-    ('bench.warmup', int, _non_negative, '>= 0'),
+    ('bench.steps', int, _steps, f'> 0 and at most {MAX_STEPS:.0e}'),
+    ('bench.warmup', int, _steps_or_0, f'>= 0 and at most {MAX_STEPS:.0e}'),
     ('bench.unroll', int, _positive, '> 0'),
     ('bench.max_step_s', float, _positive, 'finite and > 0'),
 ]
@@ -208,6 +237,8 @@ def check_ranges(config) -> None:
   if gf is not None:
     for rho in gf.get('rhos', []):
       check_value('grad_flow.rhos', rho, float, _positive, 'finite and > 0 (each value)')
+  from seqlab import sweep_checks
+  sweep_checks.check_widths(config)
 
 
 def _as_int(name, v) -> int:
@@ -220,19 +251,89 @@ def _as_int(name, v) -> int:
 
 
 # ------------------------------------------------------------------------------- points
+def _skipped(config, p) -> bool:
+  return any(fnmatch.fnmatch(point_name(p), pat) for pat in config.sweep.get('skip', ()))
+
+
 def points(config) -> list[dict]:
-  """Every (task, seq_len, model[, lr], seed) of the sweep, lr only when sweep.lrs is set,
-  less those whose name matches a pattern of sweep.skip."""
-  skip = list(config.sweep.get('skip', ()))   # point-name patterns left out
-  return [p for p in _every_point(config.sweep)
-          if not any(fnmatch.fnmatch(point_name(p), pat) for pat in skip)]
+  """The points the sweep trains first: every (task, seq_len, model[, lr], seed), lr only
+  when sweep.lrs is set, less those whose name matches a pattern of sweep.skip.
+
+  With sweep.lr_seeds set, the lr is chosen on those seeds (at the lengths of
+  sweep.lr_seq_lens, or at each length when it is empty) and then held: these are the lr
+  points only; held_points(config, rows) gives the rest once they are done."""
+  return [p for p in _every_point(config.sweep) if not _skipped(config, p)]
+
+
+LR_AT = ('each', 'shortest')   # sweep.lr_at: the lr chosen at each T, or at the shortest
+
+
+def _lr_plan(sw) -> tuple[list[int], list[int]]:
+  """(seeds, lengths) the lr is chosen on; ([], []) for a sweep that runs every lr at
+  every point. sweep.lr_seeds = k: the first k seeds; sweep.lr_at: 'each' length (the
+  choice per (model, task, T)) or the 'shortest' (per (model, task), held at every T)."""
+  k = int(sw.get('lr_seeds', 0) or 0)
+  if not k or not sw.get('lrs'):
+    return [], []
+  seeds = [int(x) for x in sw.seeds][:k]
+  lens = [min(int(n) for n in sw.seq_lens)] if sw.get('lr_at', 'each') == 'shortest' else []
+  return seeds, lens
 
 
 def _every_point(sw) -> list[dict]:
   lrs = [float(lr) for lr in sw.get('lrs', ())] or [None]
-  return [dict(model=m, task=t, seq_len=int(n), seed=int(s), **({} if lr is None else {'lr': lr}))
+  seeds, lens = _lr_plan(sw)
+  scope = {} if not seeds else {'lr_scope': 'task' if lens else 'T'}
+  return [dict(model=m, task=t, seq_len=int(n), seed=int(s), **({} if lr is None else {'lr': lr}),
+               **scope)
           for t, n, m, lr, s in itertools.product(sw.tasks, sw.seq_lens, sw.models, lrs,
-                                                  sw.seeds)]
+                                                  sw.seeds)
+          if not seeds or (int(s) in seeds and (not lens or int(n) in lens))]
+
+
+def held_points(config, rows: list[dict]) -> list[dict]:
+  """With sweep.lr_seeds: the points left once the lr points are done, each at the lr
+  choose_lrs picks from their rows (lr_select False); [] for any other sweep, or while
+  an lr point of their scope has not finished."""
+  sw = config.sweep
+  seeds, lens = _lr_plan(sw)
+  if not seeds:
+    return []
+  chosen = choose_lrs(rows)
+  out = []
+  for t, n, m, s in itertools.product(sw.tasks, sw.seq_lens, sw.models, sw.seeds):
+    if int(s) in seeds and (not lens or int(n) in lens):
+      continue                                     # an lr point itself
+    key = (m, t) if lens else (m, t, int(n))
+    if key not in chosen:
+      continue
+    p = dict(model=m, task=t, seq_len=int(n), seed=int(s), lr=chosen[key],
+             lr_scope='task' if lens else 'T', lr_select=False)
+    if not _skipped(config, p):
+      out.append(p)
+  return out
+
+
+def _scope_key(r: dict) -> tuple:
+  return ((r['model'], r['task']) if r.get('lr_scope') == 'task'
+          else (r['model'], r['task'], r['seq_len']))
+
+
+def choose_lrs(rows: list[dict]) -> dict[tuple, float]:
+  """scope -> the chosen lr: among the rows that choose (lr_select, default True), the lr
+  whose mean VALID loss / chance (over seeds, and lengths when the scope is a task) is
+  lowest; a diverged seed or a row without a VALID loss counts as inf. The reported EVAL
+  loss (final_loss) is never read. Scope: (model, task, T), or (model, task) for rows
+  with lr_scope 'task'. Ties go to the smaller lr."""
+  by = defaultdict(lambda: defaultdict(list))
+  for r in rows:
+    if 'lr' in r and r.get('lr_select', True):
+      v = r.get('valid_loss') if r.get('valid_split', 'valid') == 'valid' else None
+      by[_scope_key(r)][r['lr']].append(
+          v / r['chance_loss'] if v is not None and math.isfinite(v) and r.get('chance_loss')
+          else math.inf)
+  return {key: min(sorted(lrs), key=lambda lr: sum(lrs[lr]) / len(lrs[lr]))
+          for key, lrs in by.items()}
 
 
 def point_name(p: dict) -> str:
@@ -241,14 +342,17 @@ def point_name(p: dict) -> str:
 
 
 def point_config(config, p: dict, **model_fields):
-  """A copy of config for one point: its axes that p gives (model as MODEL[:KERNEL],
-  task, seq_len, seed) and any model fields given by name (e.g. spectral_radius=0.9)."""
+  """A copy of config for one point: its axes that p gives (model as
+  MODEL[:KERNEL][+VARIANT], task, seq_len, seed) and any model fields given by name (e.g.
+  spectral_radius=0.9)."""
   c = copy.deepcopy(config)
   with c.unlocked():
     if 'model' in p:
       c.model.name, kernel = models.split_name(p['model'])
       if kernel != 'auto':
         c.model.kernel = kernel
+      for k, v in models.split_variant(p['model'])[1].items():   # +chrono, +learned ...
+        c.model[k] = v
     if 'task' in p:
       c.task.name = p['task']
     if 'seq_len' in p:
@@ -266,39 +370,6 @@ def finished(workdir: str) -> dict[str, dict]:
   """point name -> its results.jsonl line, for the points already done."""
   return {r['point']: r for r in writer.read_jsonl(os.path.join(workdir, 'results.jsonl'))
           if 'point' in r}
-
-
-def select_rerun(workdir: str, patterns: list[str]) -> list[str]:
-  """The finished points that --rerun names: point names, shell patterns (lstm-*), or
-  'diverged' (every point that diverged). Raises ConfigError for a pattern that
-  matches no finished point, naming those there are."""
-  done = finished(workdir)
-  chosen = []
-  for pat in patterns:
-    if pat == 'diverged':
-      hits = [n for n, r in done.items() if r.get('diverged_at_step') is not None]
-    else:
-      hits = fnmatch.filter(done, pat)
-    if not hits:
-      have = ', '.join(list(done)[:8]) + (' ...' if len(done) > 8 else '')
-      raise ConfigError(f'--rerun={pat}: no finished point of {workdir} matches; finished: '
-                        f'{have or "none"} (or diverged)')
-    chosen += [n for n in hits if n not in chosen]
-  return chosen
-
-
-def forget(workdir: str, names: list[str]) -> None:
-  """Removes the points `names` from results.jsonl (atomically) and deletes their
-  folders (checkpoints, metrics), so the next run trains them from the start. Every
-  other point is kept as it was."""
-  if not names or not writer.is_writer():
-    return
-  path = os.path.join(workdir, 'results.jsonl')
-  kept = [r for r in writer.read_jsonl(path) if r.get('point') not in names]
-  writer.write_text_atomic(path, ''.join(json.dumps(r, sort_keys=True) + '\n' for r in kept))
-  for n in names:
-    storage.rmtree(os.path.join(workdir, n))
-  print(f'rerunning {len(names)} point(s) from the start: {", ".join(names)}', flush=True)
 
 
 def record(workdir: str, p: dict, result: dict) -> dict:
@@ -334,7 +405,23 @@ def run(config, workdir: str) -> list[dict]:
     rows[point_name(p)] = record(workdir, p, result)
 
   jobs_lib.run(config.get('jobs', 1), train.train, todo, on_result, announce=True)
-  rows = [rows[point_name(p)] for p in points(config)]
+  # A sweep that chooses its lr on some seeds first (sweep.lr_seeds) then trains the rest
+  # of its points at the chosen lr.
+  later = held_points(config, list(rows.values()))
+  todo = []
+  for p in later:
+    name = point_name(p)
+    if name in done:
+      print(f'[{name}] already finished; skipping')
+      rows[name] = done[name]
+    else:
+      point_dir = os.path.join(workdir, name)
+      todo.append((p, (point_config(config, p), point_dir), point_dir))
+  if todo:
+    print(f'lr chosen on VALID (the first {config.sweep.lr_seeds} seed(s)): training '
+          f'{len(todo)} more point(s) at it', flush=True)
+    jobs_lib.run(config.get('jobs', 1), train.train, todo, on_result, announce=True)
+  rows = [rows[point_name(p)] for p in points(config) + later]
   if writer.is_writer():  # one table, not one per host
     print(summary_table(rows))
     print(f'results: {os.path.join(workdir, "results.jsonl")}')

@@ -15,12 +15,13 @@ import time
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 from flax import nnx
 
 from seqlab import models
 from seqlab.data import tasks
-from seqlab.infra import checkpoint, preemption, sharding, writer
+from seqlab.infra import checkpoint, preemption, sharding, storage, writer
 from seqlab.progress import Progress
 
 Array = jax.Array
@@ -85,9 +86,11 @@ def make_train_step(graphdef, task: tasks.Task, tx: optax.GradientTransformation
 
 
 def make_eval_step(graphdef, task: tasks.Task):
+  """(params, batch) -> each example's loss sum, scored positions and correct ones ([B]
+  each; tasks.per_example): the evaluation weighs and sums them on the host."""
   def eval_step(params, batch):
     outputs = models.merge(graphdef, params)(batch['inputs'])
-    return tasks.loss_and_metrics(task, outputs, batch)[1]
+    return tasks.per_example(task, outputs, batch)
 
   return eval_step
 
@@ -121,20 +124,129 @@ def init_state(cfg: models.ModelConfig, seed: int, tx):
                     'step': jnp.zeros((), jnp.int32)}
 
 
-def evaluate(compiled, params, task, config, seq_len, seed, split=tasks.EVAL) -> dict:
-  tc = config.train
-  sums = {}
-  for i in range(tc.eval_batches):
-    batch = task.batch(seed, i, tc.batch_size, seq_len, split=split)
+def held_out_examples(task: tasks.Task, config, seq_len: int, split=tasks.EVAL) -> int:
+  """How many examples an evaluation of `split` scores: the whole split of a finite data
+  set, each example once; train.eval_examples fresh ones of a generated task."""
+  if task.held_out_size is not None:
+    return int(task.held_out_size(split, seq_len))
+  return int(config.train.get('eval_examples', 2048))
+
+
+def evaluate(compiled, params, task, config, seq_len, seed, split=tasks.EVAL,
+             examples: int | None = None) -> dict:
+  """Held-out metrics over `examples` examples of `split` (default: held_out_examples):
+  batch i holds examples [i B, (i + 1) B), the tail past the last example weighs 0.
+
+  Returns loss (the mean over scored positions), loss_se (its standard error from the
+  per-example losses: a ratio estimator, sum over examples of (l_i - loss n_i)^2, for
+  per-step losses), accuracy and accuracy_se likewise, examples; for classification the
+  baselines of the exact examples scored: majority_accuracy (the most common class among
+  them), label_entropy (nats: the loss of the best constant guess), uniform_accuracy
+  (1 / classes) and, for tasks on data, train_majority_accuracy (always answering the
+  training split's most common class)."""
+  bs = int(config.train.batch_size)
+  n = examples or held_out_examples(task, config, seq_len, split)
+  loss_sum, count, correct, targets = [], [], [], []
+  for i in range(-(-n // bs)):
+    batch = task.batch(seed, i, bs, seq_len, split=split)
     m = jax.device_get(compiled.eval_step(params, sharding.place_batch(batch, compiled.mesh)))
-    for k, v in m.items():
-      sums[k] = sums.get(k, 0.0) + float(v) / tc.eval_batches
-  return sums
+    keep = min(bs, n - i * bs)           # the wrapped tail of the last batch is not scored
+    loss_sum.append(np.asarray(m['loss_sum'], np.float64)[:keep])
+    count.append(np.asarray(m['count'], np.float64)[:keep])
+    correct.append(np.asarray(m['correct'], np.float64)[:keep])
+    if task.classification:
+      targets.append(np.asarray(batch['targets'])[:keep])
+  loss_sum, count, correct = (np.concatenate(x) for x in (loss_sum, count, correct))
+  total = max(count.sum(), 1.0)
+
+  def mean_se(values):
+    mean = float(values.sum() / total)
+    if len(values) < 2:
+      return mean, float('nan')
+    resid = values - mean * count           # the ratio estimator's residuals
+    return mean, float(np.sqrt((resid ** 2).sum() * len(values) / (len(values) - 1)) / total)
+
+  loss, loss_se = mean_se(loss_sum)
+  out = {'loss': loss, 'loss_se': loss_se, 'examples': int(n)}
+  if task.loss_type == 'mse':
+    out.update(accuracy=float('nan'), accuracy_se=float('nan'))
+  else:
+    out['accuracy'], out['accuracy_se'] = mean_se(correct)
+  if task.classification:
+    y = np.concatenate(targets).astype(np.int64)
+    freq = np.bincount(y, minlength=task.num_outputs) / len(y)
+    p = freq[freq > 0]
+    out.update(majority_accuracy=float(freq.max()), label_entropy=float(-(p * np.log(p)).sum()),
+               uniform_accuracy=1.0 / task.num_outputs)
+    if task.train_majority is not None:
+      out['train_majority_accuracy'] = float(freq[task.train_majority])
+  return out
+
+
+CURVE_POINTS = 100   # a result's training-curve digest: at most this many window means
+
+
+def curve_digest(workdir: str, steps: int) -> dict:
+  """The training curve in a few numbers, kept in the result row so figures and notes
+  redraw from results.jsonl alone: the mean training loss, gradient norm and accuracy
+  over consecutive windows of ceil(steps / CURVE_POINTS) steps, each at its last step."""
+  rows = [r for r in writer.read_jsonl(os.path.join(workdir, 'metrics.jsonl'))
+          if 'loss' in r and 'grad_norm' in r]
+  width = max(1, -(-int(steps) // CURVE_POINTS))
+  out = {'step': [], 'loss': [], 'grad_norm': [], 'accuracy': [], 'window': width}
+  for start in range(0, len(rows), width):
+    w = rows[start:start + width]
+    out['step'].append(int(w[-1]['step']))
+    for k in ('loss', 'grad_norm', 'accuracy'):
+      vals = [r[k] for r in w if r.get(k) is not None and math.isfinite(r[k])]
+      out[k].append(float(f'{np.mean(vals):.6g}') if vals else None)
+  if all(a is None for a in out['accuracy']):
+    del out['accuracy']
+  return out
 
 
 # ------------------------------------------------------------------------------- loop
 def _none_if_nan(x):
   return None if x is None or not math.isfinite(x) else float(x)
+
+
+SEGMENTS = 'segments.json'   # <point>/segments.json: the times of each run segment
+
+
+def _earlier_segments(workdir: str, resumed: bool) -> list[dict]:
+  """The segments of this point's run before this one (each launch that trained it is a
+  segment; a resumed run continues from the last), [] for a run from step 0."""
+  path = os.path.join(workdir, SEGMENTS)
+  if not resumed or not storage.exists(path):
+    return []
+  try:
+    return [s for s in writer.read_json(path) if isinstance(s, dict)]
+  except (OSError, ValueError, TypeError):   # torn by a crash: this segment's times alone
+    return []
+
+
+def _record_segment(workdir, earlier, t_start, progress, first_step, step) -> list[dict]:
+  """Writes earlier + this segment (steps first_step..step, its wall and compile time,
+  and the steady-state steps and seconds its tokens/s is measured over) to
+  segments.json, at each checkpoint and at the end, so the totals survive a SIGTERM,
+  Ctrl-C or kill -9. Returns the list."""
+  segments = earlier + [dict(first_step=int(first_step), last_step=int(step),
+                             wall_s=time.time() - t_start, compile_s=progress.compile_s or 0.0,
+                             steady_steps=int(progress.steady_steps),
+                             steady_s=float(progress.steady_s))]
+  if writer.is_writer():
+    writer.write_json(os.path.join(workdir, SEGMENTS), segments)
+  return segments
+
+
+def _totals(segments: list[dict], tokens_per_step: int) -> dict:
+  """The whole run's wall_s and compile_s (summed over its segments) and tokens_per_s
+  (the steady-state tokens of every segment over their summed steady-state time)."""
+  steady_s = sum(s.get('steady_s', 0.0) for s in segments)
+  steps = sum(s.get('steady_steps', 0) for s in segments)
+  return {'wall_s': sum(s.get('wall_s', 0.0) for s in segments),
+          'compile_s': sum(s.get('compile_s', 0.0) for s in segments),
+          'tokens_per_s': steps * tokens_per_step / steady_s if steady_s > 0 else float('nan')}
 
 
 def train(config, workdir: str, *, verbose: bool = True, return_params: bool = False):
@@ -171,6 +283,7 @@ def train(config, workdir: str, *, verbose: bool = True, return_params: bool = F
   if restored is not None:
     state, _ = restored
     say(f'{tag} resuming from checkpoint step {int(jax.device_get(state["step"]))}')
+  earlier = _earlier_segments(workdir, resumed=restored is not None)
   if writer.is_writer():  # drop metrics logged after the restored step: no duplicates
     writer.truncate_jsonl(os.path.join(workdir, 'metrics.jsonl'),
                           int(jax.device_get(state['step'])))
@@ -190,8 +303,9 @@ def train(config, workdir: str, *, verbose: bool = True, return_params: bool = F
   skip = int(tc.get('skip_nonfinite', 0))
 
   def val_loss(params):
-    loss = evaluate(compiled, params, task, config, seq_len, seed)['loss']
-    return {'eval_loss': loss} if math.isfinite(loss) else None
+    # the best checkpoint is chosen on VALID, never on the EVAL numbers reported
+    loss = evaluate(compiled, params, task, config, seq_len, seed, tasks.VALID)['loss']
+    return {'valid_loss': loss} if math.isfinite(loss) else None
 
   def log_pending():
     return _log_step(log, say, *pending, chance, progress, tc, skip)
@@ -219,16 +333,17 @@ def train(config, workdir: str, *, verbose: bool = True, return_params: bool = F
         with progress.paused():
           log.flush()  # a bucket's metrics.jsonl is rewritten, not appended: keep it current
           ckpt.save(step + 1, state, val_loss(state['params']))
+          _record_segment(workdir, earlier, t_start, progress, first_step, step + 1)
         if stop.requested:
           log.close()
           ckpt.close()
           line = (f'{tag} {stop.name}: saved checkpoint at step {step + 1}; run the same '
                   f'command to resume')
-          if stop.exit_status():  # Ctrl-C: the one line on stderr
+          if stop.name == 'Ctrl-C':  # the one line on stderr
             print(f'interrupted: {line}', file=sys.stderr, flush=True)
           else:
             say(line, flush=True)
-          sys.exit(stop.exit_status())
+          sys.exit(stop.exit_status())   # 130, or 143 after SIGTERM: saved, not finished
     if pending is not None and not diverged:
       diverged = log_pending()
 
@@ -240,28 +355,38 @@ def train(config, workdir: str, *, verbose: bool = True, return_params: bool = F
     ev = va = {'loss': float('nan'), 'accuracy': float('nan')}
   else:
     ev = evaluate(compiled, state['params'], task, config, seq_len, seed)
-    # The lr is chosen on VALID, apart from the EVAL numbers that are reported.
-    va = (evaluate(compiled, state['params'], task, config, seq_len, seed, tasks.VALID)
-          if task.validation else ev)
-    log.write(tc.steps, {'eval_loss': ev['loss'], 'eval_accuracy': ev['accuracy']})
+    # The lr and the best checkpoint are chosen on VALID, apart from the EVAL numbers
+    # that are reported.
+    va = evaluate(compiled, state['params'], task, config, seq_len, seed, tasks.VALID)
+    log.write(tc.steps, {'eval_loss': ev['loss'], 'eval_accuracy': ev['accuracy'],
+                         'valid_loss': va['loss']})
     log.flush()
     ckpt.save(tc.steps, state,
-              {'eval_loss': ev['loss']} if math.isfinite(ev['loss']) else None)
+              {'valid_loss': va['loss']} if math.isfinite(va['loss']) else None)
   ckpt.close()
   log.close()
+  # the whole run's times, every segment of it (a resume starts a new one)
+  totals = _totals(_record_segment(workdir, earlier, t_start, progress, first_step, tc.steps),
+                   tokens_per_step)
   result = {
       'model': cfg.name, 'task': task.name, 'seq_len': seq_len, 'seed': seed,
       'hidden': cfg.hidden, 'num_params': n_params, 'steps': int(tc.steps),
       'final_loss': _none_if_nan(ev['loss']),
+      'final_loss_se': _none_if_nan(ev.get('loss_se')),
       'final_accuracy': _none_if_nan(ev['accuracy']),
+      'final_accuracy_se': _none_if_nan(ev.get('accuracy_se')),
+      'eval_examples': ev.get('examples'),
       'valid_loss': _none_if_nan(va['loss']), 'lr': float(tc.lr),
-      'valid_split': 'valid' if task.validation else 'eval',
-      'chance_loss': chance, 'wall_s': time.time() - t_start,
-      'majority_accuracy': (task.majority_accuracy(seq_len) if task.majority_accuracy
-                            else None),
-      'tokens_per_s': _none_if_nan(progress.tokens_per_s),
-      'compile_s': progress.compile_s,
+      'valid_examples': va.get('examples'),
+      'valid_split': 'valid',
+      'chance_loss': chance, 'wall_s': totals['wall_s'],
+      # the baselines of the exact examples scored (classification; None elsewhere)
+      **{k: ev.get(k) for k in ('majority_accuracy', 'label_entropy', 'uniform_accuracy',
+                                 'train_majority_accuracy')},
+      'tokens_per_s': _none_if_nan(totals['tokens_per_s']),
+      'compile_s': totals['compile_s'],   # every segment: <point>/segments.json
       'diverged_at_step': diverged[0] if diverged else None,
+      'curve': curve_digest(workdir, tc.steps),
   }
   if not diverged:
     say(f'{tag} held-out loss {ev["loss"]:.4f} vs chance {chance:.4f}; '
@@ -270,8 +395,9 @@ def train(config, workdir: str, *, verbose: bool = True, return_params: bool = F
     writer.write_json(os.path.join(workdir, 'result.json'), result)
   if stop.requested:  # the signal came after the last step: this point is done, stop here
     line = f'{tag} {stop.name}: finished this point; run the same command to go on'
-    print(f'interrupted: {line}' if stop.exit_status() else line,
-          file=sys.stderr if stop.exit_status() else sys.stdout, flush=True)
+    ctrl_c = stop.name == 'Ctrl-C'
+    print(f'interrupted: {line}' if ctrl_c else line,
+          file=sys.stderr if ctrl_c else sys.stdout, flush=True)
     sys.exit(stop.exit_status())
   if return_params:
     return result, graphdef, jax.device_get(state['params'])

@@ -16,9 +16,10 @@ CEILINGS = dict(ceiling_flops_per_s=1e9, ceiling_cores_busy=1.0,
 def test_measure_fields(name, monkeypatch):
   """The rates follow from the timed medians: fake them (train 0.25 s, inference 0.05 s)
   and check every derived field against the hand-worked numbers."""
-  medians = iter([0.25, 0.05])
-  monkeypatch.setattr(benchmark, '_median_time', lambda f, args, bc: next(medians))
+  times = iter([[0.24, 0.25, 0.26], [0.05, 0.05]])   # each timed call: train, then inference
+  monkeypatch.setattr(benchmark, '_times', lambda f, args, bc: next(times))
   r = benchmark.measure(name, TINY, 16, CEILINGS)
+  assert r['step_ms_samples'] == pytest.approx([240.0, 250.0, 260.0])   # kept for intervals
   assert r['status'] == 'ok'
   for k in ('model', 'seq_len', 'batch', 'tokens_per_s_train', 'tokens_per_s_infer',
             'step_ms', 'compile_s', 'peak_memory_bytes', 'flops_per_token', 'device'):
@@ -43,8 +44,8 @@ def test_matmul_ceilings_measure_rate_and_cores():
 
 
 def test_a_ceiling_is_the_best_of_its_rounds(monkeypatch):
-  medians = iter([0.2, 0.1, 0.4])    # seconds per call, one median per round
-  monkeypatch.setattr(benchmark, '_median_time', lambda f, args, bc: next(medians))
+  medians = iter([[0.2], [0.1], [0.4]])    # seconds per call, one median per round
+  monkeypatch.setattr(benchmark, '_times', lambda f, args, bc: next(medians))
   import jax.numpy as jnp
   rate, _ = benchmark._rate(lambda: jnp.zeros(()), (), flops=1.0, reps=2, rounds=3)
   assert rate == pytest.approx(10.0)

@@ -36,13 +36,25 @@ def test_keeps_last_k_and_best(tmp_path):
   mesh = _mesh()
   ckpt = checkpoint.CheckpointManager(str(tmp_path / 'c'), every=1, keep=2)
   for step, loss in [(1, 0.5), (2, 0.1), (3, 0.4), (4, 0.3), (5, 0.6)]:
-    ckpt.save(step, _state(mesh, step), {'eval_loss': loss})
+    ckpt.save(step, _state(mesh, step), {'valid_loss': loss})
   assert ckpt.all_steps() == [2, 4, 5]  # best (0.1 at step 2) and the last two
-  assert ckpt.best_step() == 2            # the lowest eval_loss, not the latest step
+  assert ckpt.best_step() == 2            # the lowest valid_loss, not the latest step
   ckpt.save(6, _state(mesh, 6), None)     # a save without metrics is never the best
   assert ckpt.best_step() == 2
   assert checkpoint.CheckpointManager(str(tmp_path / 'd'), every=2).should_save(4)
   assert not checkpoint.CheckpointManager(str(tmp_path / 'd'), every=2).should_save(3)
+  ckpt.close()
+
+
+def test_a_checkpoint_ranked_on_eval_is_never_chosen_over_one_ranked_on_valid(tmp_path):
+  """A workdir from before checkpoints were ranked on VALID holds {'eval_loss'}
+  metrics: those rank last."""
+  mesh = _mesh()
+  ckpt = checkpoint.CheckpointManager(str(tmp_path / 'c'), every=1, keep=1)
+  ckpt.save(1, _state(mesh, 1), {'eval_loss': 0.01})
+  ckpt.save(2, _state(mesh, 2), {'valid_loss': 0.5})
+  ckpt.save(3, _state(mesh, 3), {'valid_loss': 0.9})
+  assert ckpt.best_step() == 2
   ckpt.close()
 
 
@@ -73,9 +85,10 @@ def test_damaged_latest_falls_back_and_tmp_dirs_are_removed(tmp_path):
 
 
 def test_training_saves_each_checkpoint_with_its_own_held_out_loss(tmp_path, monkeypatch):
-  """The 'best' checkpoint is best only if every save is given the held-out loss of the
-  parameters it saves: recompute that loss here from the saved parameters (the model
-  and the EVAL batches, no train.evaluate) and check best_step is its argmin."""
+  """The 'best' checkpoint is best only if every save is given the VALID loss of the
+  parameters it saves (never the reported EVAL one): recompute that loss here from the
+  saved parameters (the model and the VALID batches, no train.evaluate) and check
+  best_step is its argmin."""
   from flax import nnx
 
   from experiments import long_range
@@ -96,7 +109,7 @@ def test_training_saves_each_checkpoint_with_its_own_held_out_loss(tmp_path, mon
     c.model.name, c.model.hidden, c.task.seq_len = 'gru', 8, 8
     c.model.param_budget, c.sweep.lrs = 0, []   # the width given, train.lr
     c.train.update(steps=12, batch_size=8, checkpoint_every=3, keep_checkpoints=1,
-                   eval_batches=2, log_every=3, lr=3.0, warmup_steps=1)
+                   eval_examples=16, log_every=3, lr=3.0, warmup_steps=1)
   train.train(c, str(tmp_path), verbose=False)
   task = tasks.build(c.task)
   cfg = train.model_config(c, task, 8)
@@ -105,10 +118,10 @@ def test_training_saves_each_checkpoint_with_its_own_held_out_loss(tmp_path, mon
   for step, params, metrics in saved:
     model = nnx.merge(graphdef, params)
     want = np.mean([float(np.mean((np.asarray(model(b['inputs']))[:, 0] - b['targets']) ** 2))
-                    for b in (task.batch(int(c.seed), i, 8, 8, split=tasks.EVAL)
+                    for b in (task.batch(int(c.seed), i, 8, 8, split=tasks.VALID)
                               for i in range(2))])
-    assert metrics is not None and set(metrics) == {'eval_loss'}
-    assert float(metrics['eval_loss']) == pytest.approx(want, rel=1e-4), step
+    assert metrics is not None and set(metrics) == {'valid_loss'}
+    assert float(metrics['valid_loss']) == pytest.approx(want, rel=1e-4), step
     losses[step] = want
   assert sorted(losses) == [3, 6, 9, 12]
   assert len(set(round(v, 6) for v in losses.values())) == 4     # the loss moved

@@ -29,7 +29,7 @@ POINT = 'lstm-adding-T10-s0'
 RUN_FLAGS = ['--config=experiments/long_range.py', '--models=lstm', '--tasks=adding',
              '--seq_lens=10', '--seeds=0', f'--config.train.steps={STEPS}',
              '--config.train.batch_size=4', '--config.train.log_every=4',
-             f'--config.train.checkpoint_every={EVERY}', '--config.train.eval_batches=1',
+             f'--config.train.checkpoint_every={EVERY}', '--config.train.eval_examples=8',
              '--config.model.hidden=8', '--config.model.param_budget=0', '--lrs=']
 
 

@@ -1,5 +1,6 @@
 """A trained point back from its folder: seqlab.load for notebooks and
 `launch.py --evaluate` on held-out data; neither writes anything."""
+import math
 import os
 import subprocess
 import sys
@@ -29,7 +30,7 @@ def point(tmp_path_factory):
   c.model.name, c.model.hidden = 'gru', 8
   c.model.param_budget, c.sweep.lrs = 0, []   # the width given, train.lr
   c.task.seq_len = 10
-  c.train.update(dict(batch_size=8, eval_batches=2, log_every=100, steps=30,
+  c.train.update(dict(batch_size=8, eval_examples=16, log_every=100, steps=30,
                       checkpoint_every=10))
   d = str(tmp_path_factory.mktemp('point') / 'gru-adding-T10-s0')
   train.train(c, d, verbose=False)
@@ -54,10 +55,18 @@ def test_load_returns_a_model_ready_to_call(point):
 def test_evaluate_latest_matches_the_runs_own_final_evaluation(point):
   m = evaluate.evaluate(point, 'latest')
   result = writer.read_json(os.path.join(point, 'result.json'))
-  assert m['step'] == 30 and m['batches'] == 2
+  assert m['step'] == 30 and m['examples'] == 16
   assert m['loss'] == pytest.approx(result['final_loss'], rel=1e-6)
+  assert m['loss_se'] == pytest.approx(result['final_loss_se'], rel=1e-5)
+  # the best checkpoint is the one of lowest VALID loss (never chosen on EVAL); --evaluate
+  # then reports its EVAL loss
+  from seqlab.infra import checkpoint
+  mgr = checkpoint.CheckpointManager(os.path.join(point, 'checkpoints'), every=0,
+                                     read_only=True)
+  best_step = mgr.best_step()
+  mgr.close()
   best = evaluate.evaluate(point, 'best')
-  assert best['loss'] <= m['loss'] + 1e-9
+  assert best['step'] == best_step and math.isfinite(best['loss'])
 
 
 def test_evaluate_through_the_launcher(point, tmp_path):
@@ -67,7 +76,8 @@ def test_evaluate_through_the_launcher(point, tmp_path):
                       '--checkpoint=latest'], cwd=tmp_path, env=env, capture_output=True,
                      text=True, timeout=300)
   assert p.returncode == 0 and not p.stderr, p.stderr
-  assert f'{point}: latest checkpoint (step 30): held-out loss' in p.stdout
+  assert f'{point}: latest checkpoint (step 30, best chosen on VALID): EVAL loss' in p.stdout
+  assert 'over 16 held-out examples' in p.stdout
   assert listing(point) == before and os.listdir(tmp_path) == []
   p = subprocess.run([sys.executable, os.path.join(ROOT, 'launch.py'),
                       f'--evaluate={tmp_path}'], cwd=tmp_path, env=env, capture_output=True,

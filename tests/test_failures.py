@@ -27,7 +27,7 @@ STEPS = 300
 POINT = 'gru-adding-T10-s0'
 FLAGS = ['--config=experiments/long_range.py', '--tasks=adding', '--seq_lens=10',
          '--seeds=0', '--config.num_devices=1', '--config.model.hidden=8', '--config.model.param_budget=0', '--lrs=',
-         '--config.train.batch_size=8', '--config.train.eval_batches=1',
+         '--config.train.batch_size=8', '--config.train.eval_examples=8',
          '--config.train.log_every=50', f'--config.train.steps={STEPS}',
          '--config.train.checkpoint_every=10']
 
@@ -180,7 +180,7 @@ def _tiny(steps=40):
   c.model.name, c.model.hidden = 'gru', 8
   c.model.param_budget, c.sweep.lrs = 0, []   # the width given, train.lr
   c.task.seq_len = 10
-  c.train.update(dict(batch_size=8, eval_batches=1, log_every=100, steps=steps,
+  c.train.update(dict(batch_size=8, eval_examples=8, log_every=100, steps=steps,
                       checkpoint_every=10))
   return c
 
@@ -323,3 +323,152 @@ def test_bucket_that_dies_mid_run_and_comes_back(tmp_path, reference):
       gcsfs.GCSFileSystem.clear_instance_cache()
   finally:
     emulator.kill()
+
+
+# ------------------------------------------------------------ shared workdirs, exits, totals
+def test_a_crafted_results_row_deletes_nothing_outside_the_workdir(tmp_path):
+  """--rerun reads point names from results.jsonl, which is data (a shared workdir may
+  come from anyone): only points of the config's own list with a safe name are
+  forgotten; '../victim/important', '', '.', an absolute path or a link never are."""
+  from seqlab.studies import long_range
+  victim = tmp_path / 'victim' / 'important'
+  victim.mkdir(parents=True)
+  (victim / 'data').write_text('keep')
+  w = tmp_path / 'w'
+  (w / 'figures').mkdir(parents=True)
+  own = 'gru-adding-T10-s0'
+  (w / own).mkdir()
+  (w / own / 'config.json').write_text('{}')   # what train writes first
+  os.symlink(victim, w / 'gru-adding-T10-s1')   # a point folder that links outside
+  crafted = ['../victim/important', '', '.', '..', str(victim), 'figures', 'gru-adding-T10-s1']
+  for n in crafted + [own]:
+    writer.append_jsonl_atomic(str(w / 'results.jsonl'), {'point': n, 'diverged_at_step': 3})
+  c = _tiny()
+  c.sweep.update(dict(models=['gru'], tasks=['adding'], seq_lens=[10], seeds=[0, 1]))
+  names = workdir.own_point_names(long_range, c)
+  assert workdir.select_rerun(str(w), ['diverged'], names) == [own]
+  assert workdir.select_rerun(str(w), ['*'], names) == [own]
+  assert workdir.select_rerun(str(w), ['*'], None) == [own]   # any study: the path rule alone
+  workdir.forget(str(w), crafted + [own])   # even when asked for directly
+  assert (victim / 'data').read_text() == 'keep' and (w / 'figures').is_dir()
+  assert os.path.islink(w / 'gru-adding-T10-s1') and not (w / own).exists()
+  assert [r['point'] for r in writer.read_jsonl(str(w / 'results.jsonl'))] == crafted
+
+
+def test_compile_cache_is_per_user_outside_the_workdir_and_capped(tmp_path):
+  env = {k: v for k, v in ENV.items() if not k.startswith(('JAX_COMPILATION_CACHE',
+                                                           'JAX_PERSISTENT_CACHE'))}
+  env['XDG_CACHE_HOME'] = str(tmp_path / 'xdg')
+  code = ('import jax; from seqlab import jobs; jobs.compile_cache("w"); '
+          'print(jax.config.jax_compilation_cache_dir, jax.config.jax_compilation_cache_max_size)')
+  r = subprocess.run([sys.executable, '-c', code], env=env, cwd=tmp_path, capture_output=True,
+                     text=True, timeout=120)
+  cache = tmp_path / 'xdg' / 'seqlab' / 'jax'
+  assert r.returncode == 0 and r.stdout.split() == [str(cache), str(2 * 2 ** 30)], r.stderr
+  assert os.stat(cache).st_mode & 0o777 == 0o700 and not (tmp_path / 'w').exists()
+  os.chmod(cache, 0o777)   # a folder others may write to: never a source of executables
+  r = subprocess.run([sys.executable, '-c', code], env=env, cwd=tmp_path, capture_output=True,
+                     text=True, timeout=120)
+  assert r.stdout.splitlines()[0].startswith('note: the compilation cache') and \
+      r.stdout.split()[-2] == 'None', r.stdout + r.stderr
+
+
+def test_a_torn_compilation_cache_entry_is_removed_and_a_whole_one_kept(tmp_path):
+  from jax._src.compilation_cache import compress_executable
+  from seqlab import jobs
+  whole = compress_executable(bytes(range(256)) * 64)
+  (tmp_path / 'a-cache').write_bytes(whole)               # written without the cap
+  (tmp_path / 'b-cache').write_bytes(whole[:len(whole) // 2])   # a kill mid-write
+  (tmp_path / 'b-atime').write_bytes(bytes(8))
+  assert jobs.repair_cache(str(tmp_path), capped=True) == 1
+  assert (tmp_path / 'a-cache').read_bytes() == whole and (tmp_path / 'a-atime').exists()
+  assert not (tmp_path / 'b-cache').exists() and not (tmp_path / 'b-atime').exists()
+  assert jobs.repair_cache(str(tmp_path), capped=True) == 0   # each entry is read once
+
+
+def test_the_umask_is_read_without_setting_it(monkeypatch):
+  old = os.umask(0o027)
+  try:
+    def no_umask(mask):
+      raise AssertionError('os.umask sets the mask: racy with threads creating files')
+    monkeypatch.setattr(os, 'umask', no_umask)
+    assert writer._umask() == 0o027
+  finally:
+    monkeypatch.undo()
+    os.umask(old)
+
+
+def test_appends_do_not_follow_a_symbolic_link(tmp_path):
+  target = tmp_path / 'elsewhere'
+  target.write_text('precious\n')
+  point = tmp_path / 'p'
+  point.mkdir()
+  os.symlink(target, point / 'metrics.jsonl')
+  with pytest.raises(writer.WriteError, match='is a symbolic link'):
+    writer.MetricWriter(str(point)).write(1, {'loss': 1.0})
+  os.symlink(target, tmp_path / 'results.jsonl')
+  with pytest.raises(writer.WriteError, match='is a symbolic link'):
+    writer.append_jsonl_atomic(str(tmp_path / 'results.jsonl'), {'point': 'a'})
+  w = tmp_path / 'w'
+  w.mkdir()
+  os.symlink(target, w / '.lock')
+  with pytest.raises(sweep.ConfigError, match='is a symbolic link'):
+    workdir.open_workdir(_tiny(), str(w))
+  assert target.read_text() == 'precious\n'
+
+
+def test_override_keeps_the_old_config(tmp_path):
+  w = str(tmp_path / 'w')
+  for steps in (40, 50, 60):
+    workdir.open_workdir(_tiny(steps), w, override=True)
+    workdir._LOCKS.pop(os.path.abspath(w)).close()   # as when the launch exits
+  assert writer.read_json(os.path.join(w, 'config.json'))['train']['steps'] == 60
+  assert [writer.read_json(os.path.join(w, f'config.json.{n}'))['train']['steps']
+          for n in (1, 2)] == [40, 50]
+
+
+def test_result_totals_cover_every_segment_of_a_resumed_run(tmp_path, monkeypatch):
+  from seqlab.data import tasks
+  w = str(tmp_path / 'p')
+  write = writer.MetricWriter.write
+
+  def sigterm_at_step_25(self, step, metrics):
+    write(self, step, metrics)
+    if step == 25:
+      os.kill(os.getpid(), signal.SIGTERM)
+
+  monkeypatch.setattr(writer.MetricWriter, 'write', sigterm_at_step_25)
+  with pytest.raises(SystemExit) as stopped:
+    train.train(_tiny(30), w, verbose=False)
+  assert stopped.value.code == 143   # saved, not finished: 128 + SIGTERM
+  monkeypatch.setattr(writer.MetricWriter, 'write', write)
+  result = train.train(_tiny(30), w, verbose=False)
+  segs = writer.read_json(os.path.join(w, 'segments.json'))
+  assert segs[0]['first_step'] == 0 and segs[0]['last_step'] == segs[1]['first_step'] > 25
+  assert segs[1]['last_step'] == 30 and len(segs) == 2
+  assert result['wall_s'] == pytest.approx(sum(s['wall_s'] for s in segs))
+  assert result['wall_s'] > segs[1]['wall_s'] and result['compile_s'] == pytest.approx(
+      sum(s['compile_s'] for s in segs))
+  tokens_per_step = 8 * tasks.build(_tiny().task).input_len(10)
+  assert result['tokens_per_s'] == pytest.approx(
+      sum(s['steady_steps'] for s in segs) * tokens_per_step / sum(s['steady_s'] for s in segs))
+
+
+def test_fault_table_names_the_tests_that_check_it():
+  """docs/faults.md's fault table: each row names a test that exists, and every fault
+  test of this module added for issue 33 has its row."""
+  import ast
+  import re
+  text = open(os.path.join(ROOT, 'docs', 'faults.md')).read()
+  section = text.split('\n## Faults\n', 1)[1]
+  named = re.findall(r'\| `(tests/[\w/]+\.py)::(\w+)` \|$', section, re.M)
+  assert len(named) >= 20
+  for path, name in named:
+    tree = ast.parse(open(os.path.join(ROOT, path)).read())
+    assert name in {f.name for f in tree.body if isinstance(f, ast.FunctionDef)}, (path, name)
+  here = {name for path, name in named if path == 'tests/test_failures.py'}
+  for name in ('test_a_crafted_results_row_deletes_nothing_outside_the_workdir',
+               'test_a_torn_compilation_cache_entry_is_removed_and_a_whole_one_kept',
+               'test_appends_do_not_follow_a_symbolic_link',
+               'test_result_totals_cover_every_segment_of_a_resumed_run'):
+    assert name in here, name

@@ -117,7 +117,7 @@ def launch_cmd(tmp_path) -> list[str]:
   return [sys.executable, 'launch.py', '--config=experiments/long_range.py', '--models=gru',
           '--tasks=adding', '--seq_lens=10', '--seeds=0', f'--config.train.steps={STEPS}',
           f'--config.train.checkpoint_every={EVERY}', '--config.model.hidden=8', '--config.model.param_budget=0', '--lrs=',
-          '--config.train.batch_size=4', '--config.train.eval_batches=1', '--tpu=pod',
+          '--config.train.batch_size=4', '--config.train.eval_examples=8', '--tpu=pod',
           '--zone=z', '--accelerator_type=v4-16', '--notpu_install',
           f'--workdir={tmp_path / "work"}', f'--fetch_to={tmp_path / "fetched"}']
 

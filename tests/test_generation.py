@@ -94,7 +94,7 @@ def test_sample_text_from_a_finished_charlm_point(tmp_path):
   c = text_config.get_config()
   with c.unlocked():
     c.num_devices, c.model.name, c.model.hidden = 1, 'gru', 8
-    c.task.seq_len, c.train.steps, c.train.batch_size, c.train.eval_batches = 16, 3, 2, 1
+    c.task.seq_len, c.train.steps, c.train.batch_size, c.train.eval_examples = 86, 3, 2, 1
   train.train(c, str(tmp_path / 'p'), verbose=False)
   a = sampling.sample_text(str(tmp_path / 'p'), 'def ', steps=20, temperature=1.0, seed=1)
   b = sampling.sample_text(str(tmp_path / 'p'), 'def ', steps=20, temperature=1.0, seed=1)

@@ -19,7 +19,7 @@ def tiny_config():
     c.model.hidden = 8
     c.train.batch_size = 4
     c.train.log_every = 1
-    c.train.eval_batches = 1
+    c.train.eval_examples = 8
     c.sweep.models = ['rnn', 'transformer']
     c.sweep.seq_lens = [16, 32]
     c.sweep.seeds = [0, 1]

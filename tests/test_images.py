@@ -145,7 +145,9 @@ def test_digits_offline_1797_images_of_64_pixels():
   np.testing.assert_allclose(real[..., 0], b['inputs'][:8] / 255, rtol=1e-6)
   permuted = build('pdigits', pixels='tokens').batch(0, 0, 8, 64, tasks.EVAL)['inputs']
   np.testing.assert_array_equal(permuted, b['inputs'][:8][:, images.permutation(64)])
-  assert 0.1 < task.majority_accuracy(64) < 0.2 and task.chance_loss(64) > 2.2
+  assert task.held_out_size(tasks.EVAL, 64) == len(ev.labels) == 179
+  assert task.held_out_size(tasks.VALID, 64) > 100 and task.chance_loss(64) > 2.2
+  assert task.train_majority == int(np.bincount(images.splits('digits', {})[0].labels).argmax())
 
 
 def test_bad_options_are_one_line_value_errors(mnist_like, monkeypatch):
@@ -188,8 +190,11 @@ def test_gru_beats_the_majority_class_on_digits(tmp_path):
   c = config('digits', 64)
   with c.unlocked():
     c.model.name, c.model.hidden = 'gru', 32
-    c.train.update(dict(steps=150, lr=3e-3, batch_size=32, eval_batches=5, warmup_steps=10,
+    c.train.update(dict(steps=150, lr=3e-3, batch_size=32, eval_examples=40, warmup_steps=10,
                         log_every=150, checkpoint_every=0))
   r = train.train(c, str(tmp_path), verbose=False)
-  assert r['majority_accuracy'] == pytest.approx(28 / 179)
+  # every held-out row scored once (179, whatever eval_examples says); the baselines of
+  # those rows: their own majority class, the training majority, the uniform guess
+  assert r['eval_examples'] == 179 and r['majority_accuracy'] == pytest.approx(28 / 179)
+  assert r['uniform_accuracy'] == 0.1 and r['train_majority_accuracy'] < 0.2
   assert r['final_accuracy'] > 0.3, r

@@ -1,7 +1,9 @@
 """The launcher: bad input is one line on stderr, exit status 2, nothing written; --list,
 --print_config, --only_check_args, --rerun; the progress line."""
+import ast
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -18,43 +20,124 @@ def launch(*args, cwd, **env_extra):
                         capture_output=True, text=True, env=env, timeout=300)
 
 
-@pytest.mark.parametrize('args, words', [
-    (['--models=foo'], ["unknown model 'foo'", 'rnn, lstm, gru, transformer']),
-    (['--tasks=nope'], ["unknown task 'nope'", 'adding']),
-    (['--seq_lens=1', '--tasks=adding'], ['seq_len=1 is too short', 'at least 2']),
-    (['--seq_lens=-5'], ['seq_len=-5']),
-    (['--config.train.batch_size=7', '--config.num_devices=2'], ['batch_size=7', 'multiple of 2']),
-    (['--config.model.nope=3'], ['unknown config key config.model.nope', 'hidden']),
-    (['--config=experiments/nope.py'], ['not found', 'experiments/long_range.py']),
-    (['--lrs=1e-3,nan'], ['config.sweep.lrs=nan is not allowed', 'finite and > 0']),
-    (['--lrs=', '--config.train.lr=-0.01'], ['config.train.lr=-0.01', 'a number, finite and > 0']),
-    (['--config.train.lr=0.01'], ['--config.train.lr=0.01 would be ignored', 'use --lrs=0.01']),
-    (['--lrs=fast'], ['--lrs=fast: every value must be a number']),
-    (['--config.train.steps=abc'], ['config.train.steps takes an integer', "not 'abc'"]),
-    (['--config.train.warmup_steps=-1'], ['warmup_steps=-1', 'an integer, >= 0']),
-    (['--config.train.clip_norm=inf'], ['clip_norm=inf', 'finite and >= 0']),
-    (['--config.train.final_lr_fraction=2'], ['final_lr_fraction=2.0', 'in [0, 1]']),
-    (['--config.model.hidden=0', '--config.model.param_budget=0'], ['model.hidden=0', '> 0']),
-    (['--config.model.hidden=8'], ['--config.model.hidden=8 would be ignored',
-                                   'model.param_budget=20000', '--config.model.param_budget=0']),
-    (['--skip=nope-*'], ["sweep.skip='nope-*' matches no point"]),
-    (['--config.task.seq_len=16'], ['--config.task.seq_len=16 would be ignored', '--seq_lens=16']),
-    (['--config.model.name=gru'], ['sweep.models', '--models=gru']),
-    (['--config.task.name=copy'], ['sweep.tasks', '--tasks=copy']),
-    (['--config.seed=3'], ['sweep.seeds', '--seeds=3']),
-    (['--tpu=x'], ['--tpu=x needs --zone']),
-    (['--models=foo', '--only_check_args'], ["unknown model 'foo'"]),
-    (['--rerun=lstm-*'], ['--rerun=lstm-*: no finished point', 'finished: none']),
-    (['--sections=long_range'], ["--sections: config.study='long_range' has no sections"]),
-])
-def test_bad_input_is_one_line_exit_2_nothing_written(args, words, tmp_path):
-  p = launch('--config=experiments/long_range.py', *args, f'--workdir={tmp_path}/w', cwd=tmp_path)
-  assert p.returncode == 2, p.stderr
-  lines = p.stderr.strip().splitlines()
-  assert len(lines) == 1 and lines[0].startswith('error: '), p.stderr
-  for w in words:
-    assert w in lines[0]
-  assert not os.path.exists(tmp_path / 'w')
+# ------------------------------------------------------------------ the bad-input table
+# docs/faults.md's bad-input table is this test's list of cases: each row's input is run
+# as `launch.py <input>` in a fresh folder holding the files its fixture list names, and
+# its exit status, first stderr line and "written?" must be what the row says. The same
+# code measures the table for the document: `python tests/test_launch.py`.
+FAULTS_MD = os.path.join(ROOT, 'docs', 'faults.md')
+CUT = ' …'        # a line longer than LINE_CHARS is given as its start, then CUT
+LINE_CHARS = 150
+
+
+def _cells(line: str) -> list[str]:
+  parts = re.split(r'(?<!\\)\|', line.strip())[1:-1]
+  return [p.strip().replace('\\|', '|') for p in parts]
+
+
+def _code(cell: str) -> str:
+  return cell[1:-1] if cell.startswith('`') and cell.endswith('`') else cell
+
+
+def doc_section(title: str) -> list[str]:
+  """The lines of docs/faults.md under '## title', up to the next '## '."""
+  lines, out, on = open(FAULTS_MD).read().splitlines(), [], False
+  for line in lines:
+    if line.startswith('## '):
+      on = line[3:].strip() == title
+    elif on:
+      out.append(line)
+  return out
+
+
+def bad_input_rows() -> list[tuple[str, int, str, str]]:
+  """(input, exit, first stderr line, written?) of each row of the bad-input table."""
+  rows = [_cells(l) for l in doc_section('Bad input') if l.startswith('| `')]
+  return [(_code(a), int(b), _code(c), d) for a, b, c, d in rows]
+
+
+def fixtures() -> dict[str, str | bytes]:
+  """The files the inputs name: '- `path`: `python literal`' lines of the section."""
+  out = {}
+  for line in doc_section('Files the inputs name'):
+    m = re.match(r'- `([^`]+)`: `(.+)`$', line.strip())
+    if m:
+      out[m.group(1)] = ast.literal_eval(m.group(2))
+  return out
+
+
+def _tree(top) -> set[str]:
+  return {os.path.relpath(os.path.join(d, f), top) for d, ds, fs in os.walk(top)
+          for f in fs + ds}
+
+
+def measure(given: str, tmp) -> tuple[int, str, str, str]:
+  """Runs `launch.py <given>` in tmp/cwd with the fixture files, its Hugging Face and
+  user caches in tmp too; returns ((exit, first stderr line as the table gives it, the
+  first stdout line, what it wrote: 'nothing' or the new paths), the whole stderr)."""
+  import shlex
+  cwd = os.path.join(tmp, 'cwd')
+  for path, content in fixtures().items():
+    os.makedirs(os.path.dirname(os.path.join(cwd, path)) or cwd, exist_ok=True)
+    with open(os.path.join(cwd, path), 'wb' if isinstance(content, bytes) else 'w') as f:
+      f.write(content)
+  before = _tree(cwd)
+  p = launch(*shlex.split(given), cwd=cwd, HF_HOME=os.path.join(tmp, 'hf'),
+             XDG_CACHE_HOME=os.path.join(tmp, 'xdg'), HF_DATASETS_OFFLINE='1')
+  new = sorted(_tree(cwd) - before) + [d for d in ('hf', 'xdg/seqlab')   # not matplotlib's
+                                       if os.path.exists(os.path.join(tmp, d))]
+
+  def first(text):
+    line = text.strip().splitlines()[0] if text.strip() else ''
+    line = line.replace(cwd, '<cwd>').replace(ROOT, '<repo>')
+    return line if len(line) <= LINE_CHARS else line[:LINE_CHARS] + CUT
+
+  return (p.returncode, first(p.stderr) or '(none)', first(p.stdout),
+          ', '.join(new) or 'nothing'), p.stderr
+
+
+@pytest.mark.parametrize('given, status, line, written', bad_input_rows(),
+                         ids=[r[0][:60] for r in bad_input_rows()])
+def test_bad_input_table(given, status, line, written, tmp_path):
+  (got_status, got_line, stdout, got_written), stderr = measure(given, str(tmp_path))
+  assert (got_status, got_written) == (status, written), stderr
+  if line.startswith('(none)'):      # a run that succeeds: nothing on stderr
+    assert got_line == '(none)', stderr
+    if 'stdout: `' in line:
+      expected = line.split('stdout: `', 1)[1].rstrip('`')
+      assert stdout.startswith(expected.removesuffix(CUT).removesuffix('…')), stdout
+  else:
+    assert len(stderr.strip().splitlines()) == 1, stderr   # one line, no traceback
+    assert got_line.removesuffix(CUT).startswith(line.removesuffix(CUT)), got_line
+
+
+def test_bad_input_table_covers_every_old_case_and_fixture():
+  rows = bad_input_rows()
+  assert len(rows) >= 40 and len({r[0] for r in rows}) == len(rows)   # no row twice
+  assert all(r[3] == 'nothing' for r in rows)   # bad input writes nothing, anywhere
+  names = set(fixtures())
+  assert {'syntax_error.py', 'binary.txt'} <= names
+
+
+
+def test_a_model_the_code_cannot_build_is_one_config_error(monkeypatch):
+  """Any error the model code raises while building (abstractly, in sweep.validate,
+  before the workdir is touched) is one ConfigError naming the model and task."""
+  from seqlab import config as seqlab_config
+  from seqlab import models, sweep
+  c = seqlab_config.load('long_range')
+  with c.unlocked():
+    c.sweep.models, c.sweep.seq_lens = ['gru'], [10]
+
+  def cannot_build(cfg):
+    raise TypeError('Shapes must be 1D sequences of concrete values of integer type,\n'
+                    'got (32, 16.0).')
+
+  monkeypatch.setattr(models, 'num_params', cannot_build)
+  with pytest.raises(sweep.ConfigError, match="model 'gru' cannot be built for task "
+                                              "'adding' with this config: Shapes") as e:
+    sweep.validate(c)
+  assert '\n' not in str(e.value)
 
 
 def test_report_sections_from_the_command_line(tmp_path):
@@ -131,7 +214,7 @@ def test_list_print_config_and_check_only_write_nothing(tmp_path):
 
 TINY = ['--config=experiments/long_range.py', '--tasks=adding', '--seq_lens=10', '--seeds=0',
         '--config.num_devices=1', '--config.model.hidden=8', '--config.model.param_budget=0', '--lrs=', '--config.train.batch_size=8',
-        '--config.train.eval_batches=1', '--config.train.log_every=10',
+        '--config.train.eval_examples=8', '--config.train.log_every=10',
         '--config.train.steps=20', '--config.train.checkpoint_every=10']
 
 
@@ -160,7 +243,8 @@ def test_rerun_runs_chosen_points_again_and_keeps_the_rest(tmp_path):
 
 
 def test_help_lists_the_sweep_flags(tmp_path):
-  p = launch('--help', cwd=tmp_path)  # absl exits 1 after printing help
+  p = launch('--help', cwd=tmp_path)
+  assert p.returncode == 0 and not p.stderr, p.stderr   # asked for: not an error
   for flag in ('--config', '--workdir', '--models', '--tasks', '--seq_lens', '--seeds',
                '--list', '--print_config', '--rerun', '--evaluate', '--checkpoint'):
     assert flag in p.stdout
@@ -186,3 +270,17 @@ def test_cpu_devices_makes_the_devices_a_split_model_runs_on(tmp_path):
       "error: config.cpu_devices=-1 is not allowed: it must be an integer, >= 0 (0: jax's "
       "default of one)"], p.stderr
   assert not os.path.exists(tmp_path / 'w2')
+
+
+if __name__ == '__main__':   # measure the table: each row as docs/faults.md gives it
+  import tempfile
+  for given, *_ in bad_input_rows():
+    with tempfile.TemporaryDirectory() as tmp:
+      (status, line, stdout, written), _ = measure(given, tmp)
+    if line == '(none)' and stdout:
+      line = f'(none) stdout: `{stdout}`'
+      shown = line
+    else:
+      shown = f'`{line}`'
+    cell = lambda s: s.replace('|', '\\|')
+    print(f'| `{cell(given)}` | {status} | {cell(shown)} | {written} |', flush=True)

@@ -14,7 +14,7 @@ def tiny_config():
   c = seqlab_config.load('length_gen:quick')
   c.num_devices = 1
   c.model.hidden = 8
-  c.train.update(dict(steps=3, batch_size=4, eval_batches=1, log_every=1, warmup_steps=1))
+  c.train.update(dict(steps=3, batch_size=4, eval_examples=8, log_every=1, warmup_steps=1))
   c.length_gen.multipliers = [1, 2]
   c.sweep.update(dict(models=['rnn', 'transformer+learned'], tasks=['recall'],
                       seq_lens=[4], seeds=[0]))
@@ -46,7 +46,7 @@ def test_variants_and_multipliers_are_checked():
   assert length_gen.split_variant('transformer+learned') == ('transformer',
                                                              {'positions': 'learned'})
   assert length_gen.split_variant('lstm') == ('lstm', {})
-  with pytest.raises(sweep.ConfigError, match='only to the transformer'):
+  with pytest.raises(sweep.ConfigError, match='applies only to transformer'):
     length_gen.split_variant('lstm+learned')
   with pytest.raises(sweep.ConfigError, match='unknown model variant'):
     length_gen.split_variant('transformer+rotary')
@@ -69,6 +69,8 @@ def test_table_marks_lengths_not_run_and_averages_seeds():
   rows = [row('kback', 'lstm', (0.1, 0.2, 0.3)), dict(row('kback', 'lstm', (0.3, 0.4, 0.5)), seed=1),
           row('kback', 'transformer+learned', (0.1, 'no learned position beyond 9', 'x'))]
   t = length_gen.table(rows)
-  assert '| kback (T=8) | lstm | 0.2 | 0.3 | 0.4 |' in t
+  # the mean over the two seeds with its 95% t-interval (1 degree of freedom: wide)
+  assert '| kback (T=8) | lstm | 0.2 [-1.07, 1.47] | 0.3 [-0.971, 1.57] | 0.4 [' in t
   assert '| kback (T=8) | transformer+learned | 0.1 | — | — |' in t
+  assert 'mean over 1/2 seeds' in t
   assert 'transformer+learned on kback at 2T, 4T: no learned position beyond 9' in t

@@ -32,7 +32,7 @@ def test_a_bfloat16_run_learns_the_adding_problem(tmp_path):
   c = tiny_config('lstm', 'adding', seq_len=20, steps=300, lr=3e-3, warmup_steps=20)
   with c.unlocked():
     c.model.hidden, c.model.dtype = 32, 'bfloat16'
-    c.train.batch_size, c.train.log_every, c.train.eval_batches = 32, 100, 4
+    c.train.batch_size, c.train.log_every, c.train.eval_examples = 32, 100, 128
   r = train.train(c, str(tmp_path), verbose=False)
   assert r['final_loss'] < 0.1 * r['chance_loss'], r
 

@@ -15,7 +15,7 @@ def tiny_config():
   c = seqlab_config.load('recall_capacity:quick')
   c.num_devices = 1
   c.task.vocab_size = 16
-  c.train.update(dict(steps=3, batch_size=4, eval_batches=1, log_every=1, warmup_steps=1))
+  c.train.update(dict(steps=3, batch_size=4, eval_examples=8, log_every=1, warmup_steps=1))
   c.recall.update(dict(num_pairs=[1, 2], widths=[8], lrs=[1e-2]))
   c.sweep.update(dict(models=['rnn', 'transformer'], seq_lens=[8]))
   return c
@@ -60,9 +60,10 @@ def test_state_bytes_per_model():
 
 # ------------------------------------------------------------------------------ claims
 def row(model, pairs, width, acc, lr=1e-2, loss=1.0, seed=0):
+  """A point whose VALID and EVAL losses are `loss` (test_claims.py separates them)."""
   return dict(model=model, num_pairs=pairs, hidden=width, seq_len=16, seed=seed, lr=lr,
-              final_loss=loss, final_accuracy=acc,
-              state_bytes=rc.state_bytes(model, width, 2, 16))
+              final_loss=loss, valid_loss=loss, final_accuracy=acc, final_accuracy_se=0.0,
+              eval_examples=2048, state_bytes=rc.state_bytes(model, width, 2, 16))
 
 
 def only(claims, words):
@@ -71,15 +72,16 @@ def only(claims, words):
   return found[0]
 
 
-def test_best_lr_is_the_lowest_held_out_loss_and_the_matching_state_is_read_off():
+def test_best_lr_is_the_lowest_valid_loss_and_the_matching_state_is_read_off():
   rows = rc.mark_best_lr([row('lstm', 2, 16, 0.2, lr=1e-3, loss=2.0),
                           row('lstm', 2, 16, 0.97, lr=1e-2, loss=0.1),
                           row('lstm', 2, 32, None, lr=1e-2, loss=None),   # diverged
                           row('lstm', 2, 32, 0.99, lr=1e-3, loss=0.05),
                           row('transformer', 2, 16, 1.0)])
   b = rc.best(rows)
-  assert b[('lstm', 2, 16)] == dict(accuracy=0.97, lrs=[1e-2], state_bytes=256,
-                                  diverged_seeds=0)
+  cell = b[('lstm', 2, 16)]
+  assert cell['accuracy'].value == 0.97 and (cell['lrs'], cell['state_bytes'],
+                                             cell['diverged_seeds']) == ([1e-2], 256, 0)
   assert b[('lstm', 2, 32)]['lrs'] == [1e-3]
   ms = rc.matching_state(rows)
   assert ms['attention'] == {2: 1.0} and ms['match'][('lstm', 2)] == 256

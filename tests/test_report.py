@@ -20,7 +20,9 @@ def test_report_redraws_from_results_only_and_embeds_figures(tmp_path):
   out = report.run(c, str(tmp_path))
   md = open(out['report_md']).read()
   assert 'Adding problem at T >= 100: LSTM and GRU solve it while a vanilla RNN' in md
-  assert 'partly supported' in md and 'gru solves it at T=100 (not run)' in md   # no gru at 100
+  assert '**Verdict: partly supported**' in md        # no gru at 100: that part fails
+  assert '| gru solves adding at T=100 | - | - | **fails**: not run |' in md
+  assert '| part | estimate [95% CI] | holds when | outcome |' in md
   assert 'jax' in md and 'python launch.py --config=experiments/report.py:quick' in md
   html = open(out['report_html']).read()
   png = open(tmp_path / 'long_range' / 'figures' / 'long_range.png', 'rb').read()
@@ -50,12 +52,13 @@ def test_quick_runs_every_study_but_paper_and_draws_paper_when_its_results_are_t
   writer.append_jsonl_atomic(str(tmp_path / 'paper' / 'results.jsonl'), dict(
       point='listops-transformer-T128-s0', group='listops', model='transformer', seed=0,
       task='listops', seq_len=128, steps=10, lr=1e-3, final_loss=1.5, final_accuracy=0.4,
-      majority_accuracy=0.17, chance_loss=2.0))
+      final_accuracy_se=0.01, majority_accuracy=0.17, chance_loss=2.0))
   with c.unlocked():
     c.redraw_only, c.sections = True, ['long_range']
   fake_sweep(str(tmp_path / 'long_range'))
   md = open(report.run(c, str(tmp_path))['report_md']).read()
   assert f'## {paper.TITLE}' in md and 'the transformer beats the majority class' in md
+  assert 'smoke test' in md
 
 
 def test_redraw_with_nothing_run_is_a_config_error_and_writes_nothing(tmp_path):

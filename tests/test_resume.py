@@ -61,7 +61,7 @@ sys.argv = ['launch.py'] + sys.argv[1:]
 runpy.run_path('launch.py', run_name='__main__')
 """
 BASE = {'num_devices': 1, 'model.name': 'gru', 'model.hidden': 16, 'model.param_budget': 0, 'task.seq_len': 100,
-        'train.batch_size': 8, 'train.log_every': 10, 'train.eval_batches': 1,
+        'train.batch_size': 8, 'train.log_every': 10, 'train.eval_examples': 8,
         'train.checkpoint_every': 10, 'train.steps': 120}
 
 
@@ -150,10 +150,10 @@ def test_kill9_then_resume_is_bitwise_identical(tmp_path, uninterrupted, kill):
   _assert_same_state(uninterrupted, cut, BASE)
 
 
-def test_sigterm_saves_at_next_step_and_exits_0(tmp_path):
+def test_sigterm_saves_at_next_step_and_exits_143(tmp_path):
   over = dict(BASE, **{'train.checkpoint_every': 0, 'train.steps': 100000})
   code, out, err = _run(tmp_path, over, {'step_line': 5, 'signal': 'SIGTERM'})
-  assert code == 0, err
+  assert code == 143, err   # 128 + SIGTERM: saved, not finished (`a && b` stops)
   # the notice came while step 5's line was written: the state after step 6 is saved
   assert 'SIGTERM: saved checkpoint at step 6' in out
   state, step = _restore(tmp_path, over)
@@ -193,7 +193,7 @@ def test_skip_nonfinite_is_bounded(tmp_path):
 
 LAUNCH_ARGS = ('--config=experiments/long_range.py', '--config.num_devices=1',
                '--config.model.hidden=8', '--config.model.param_budget=0', '--lrs=', '--config.train.batch_size=8',
-               '--config.train.eval_batches=1', '--config.train.log_every=5', '--tasks=adding',
+               '--config.train.eval_examples=8', '--config.train.log_every=5', '--tasks=adding',
                '--seq_lens=10', '--seeds=0')
 
 

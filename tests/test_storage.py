@@ -108,7 +108,7 @@ def _env(gcs_env):
 
 LAUNCH = [sys.executable, 'launch.py', '--config=experiments/long_range.py',
           '--config.num_devices=1', '--config.model.hidden=8', '--config.model.param_budget=0', '--lrs=', '--config.train.batch_size=8',
-          '--config.train.eval_batches=1', '--config.train.log_every=5',
+          '--config.train.eval_examples=8', '--config.train.log_every=5',
           '--config.train.steps=30', '--config.train.checkpoint_every=10', '--tasks=adding',
           '--seq_lens=10', '--seeds=0', '--models=gru']
 
@@ -157,7 +157,7 @@ def test_sigterm_then_resume_in_a_bucket_is_bitwise_the_local_run(gcs_bucket, gs
   out.append(p.stdout.read())
   p.wait(timeout=120)
   out = ''.join(out)
-  assert p.returncode == 0 and 'SIGTERM: saved checkpoint at step' in out, out
+  assert p.returncode == 143 and 'SIGTERM: saved checkpoint at step' in out, out
   point = f'{gs_dir}/gru-adding-T10-s0'
   assert not storage.exists(f'{point}/result.json')
   r = subprocess.run(cmd + [f'--workdir={gs_dir}'], env=env, cwd=ROOT,

@@ -98,20 +98,51 @@ def test_input_len_and_chance_loss():
   assert isinstance(copy.chance_loss(30), float)
 
 
-def test_evaluation_reads_only_held_out_batches():
-  """train.evaluate must average eval_batches batches of the EVAL split, steps 0..n-1."""
-  calls = []
-
+def _echo_eval(calls, held_out_size=None):
+  """A task whose batches carry (step, split, example index) and an "eval step" that
+  reports each example's target as its loss."""
   def batch_fn(seed, step, batch_size, seq_len, split=tasks.TRAIN):
     calls.append((seed, step, batch_size, seq_len, split))
-    return {'targets': np.full((batch_size,), float(step + 10 * split), np.float32)}
+    idx = step * batch_size + np.arange(batch_size)
+    n = held_out_size(split, seq_len) if held_out_size else None
+    rows = idx % n if n else idx                    # a finite split wraps past its end
+    return {'targets': (rows + 1000 * split).astype(np.float32)}
 
-  task = dataclasses.replace(tasks.TASKS['adding'], batch_fn=batch_fn)
-  # an "eval step" that reports the batch's own content as its loss
+  task = dataclasses.replace(tasks.TASKS['adding'], batch_fn=batch_fn,
+                             held_out_size=held_out_size)
   compiled = types.SimpleNamespace(
       mesh=sharding.make_mesh(1),
-      eval_step=lambda params, b: {'loss': jnp.mean(b['targets']), 'accuracy': jnp.float32(0)})
-  config = ml_collections.ConfigDict({'train': {'eval_batches': 3, 'batch_size': 2}})
+      eval_step=lambda params, b: {'loss_sum': b['targets'], 'count': jnp.ones_like(
+          b['targets']), 'correct': jnp.zeros_like(b['targets'])})
+  return task, compiled
+
+
+def test_evaluation_reads_only_held_out_batches():
+  """A generated task: train.eval_examples fresh EVAL examples, batches 0..n-1, the tail
+  of the last batch not scored; the standard error is that of the per-example losses."""
+  calls = []
+  task, compiled = _echo_eval(calls)
+  config = ml_collections.ConfigDict({'train': {'eval_examples': 5, 'batch_size': 2}})
   out = train.evaluate(compiled, None, task, config, 7, seed=4)
   assert calls == [(4, i, 2, 7, tasks.EVAL) for i in range(3)]
-  assert out['loss'] == pytest.approx(np.mean([10 * tasks.EVAL + i for i in range(3)]))
+  scored = 1000 * tasks.EVAL + np.arange(5)
+  assert out['examples'] == 5
+  assert out['loss'] == pytest.approx(scored.mean())
+  assert out['loss_se'] == pytest.approx(scored.std(ddof=1) / np.sqrt(5))
+
+
+def test_evaluation_reads_a_finite_split_once_whole():
+  """A data set's held-out split of 7 examples at batch 3: 3 batches, every example once,
+  none twice (the wrapped tail weighs 0), whatever train.eval_examples says; VALID is
+  read from its own split."""
+  calls = []
+  task, compiled = _echo_eval(calls, held_out_size=lambda split, t: 7 if split == tasks.EVAL
+                              else 4)
+  config = ml_collections.ConfigDict({'train': {'eval_examples': 2048, 'batch_size': 3}})
+  out = train.evaluate(compiled, None, task, config, 7, seed=0)
+  assert [c[1] for c in calls] == [0, 1, 2] and out['examples'] == 7
+  assert out['loss'] == pytest.approx(np.mean(1000 * tasks.EVAL + np.arange(7)))
+  calls.clear()
+  out = train.evaluate(compiled, None, task, config, 7, seed=0, split=tasks.VALID)
+  assert [c[4] for c in calls] == [tasks.VALID, tasks.VALID] and out['examples'] == 4
+  assert out['loss'] == pytest.approx(np.mean(1000 * tasks.VALID + np.arange(4)))

@@ -20,7 +20,7 @@ def tiny_config(model='lstm', task='adding', seq_len=20, steps=2, num_devices=1,
     c.task.name, c.task.seq_len = task, seq_len
     c.num_devices = num_devices
     c.train.steps, c.train.batch_size, c.train.log_every = steps, 8, 1
-    c.train.eval_batches, c.train.warmup_steps = 1, 1
+    c.train.eval_examples, c.train.warmup_steps = 8, 1
     c.train.update(train_kw)
   return c
 
@@ -44,7 +44,7 @@ def test_lstm_learns_adding_at_T50(tmp_path):
   """Learning test: far below the 1/6 chance MSE within 300 steps."""
   c = tiny_config('lstm', 'adding', seq_len=50, steps=300, lr=3e-3, warmup_steps=20)
   with c.unlocked():
-    c.model.hidden, c.train.batch_size, c.train.log_every, c.train.eval_batches = 64, 32, 100, 4
+    c.model.hidden, c.train.batch_size, c.train.log_every, c.train.eval_examples = 64, 32, 100, 128
   r = train.train(c, str(tmp_path), verbose=False)
   assert r['final_loss'] < 0.1 * r['chance_loss'], r
 

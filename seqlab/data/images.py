@@ -32,7 +32,8 @@ Options (config.task; OPTIONS, per-task defaults in BENCHMARKS):
                 TRAIN batches, read to choose settings (the lr); EVAL is the number reported
 Batches (split TRAIN, VALID = 2 or EVAL): TRAIN is shuffled epochs over the training rows, a
 pure function of (seed, step) (text.example_indices); VALID and EVAL walk their rows in order,
-step i -> rows [i B, (i + 1) B) mod N, so eval_batches * batch_size >= N covers every row.
+step i -> rows [i B, (i + 1) B) mod N: the evaluation reads ceil(N / B) batches and weighs
+the wrapped tail 0 (Task.held_out_size), so every held-out row counts once.
 Images are loaded once into uint8 arrays and cached per set of options (smnist and psmnist
 share them).
 """
@@ -244,7 +245,7 @@ def image_task(name: str, task_config) -> task.Task:
       raise ValueError(f'task {name!r} has no validation rows; set task.valid_fraction > 0')
     if split == task.TRAIN:
       idx = text.example_indices(seed, split, step, batch_size, n)
-    else:  # held-out rows in order: eval_batches x batch_size covers them
+    else:  # held-out rows in order (the evaluation weighs the wrapped tail 0)
       idx = (step * batch_size + np.arange(batch_size)) % n
     x_BxT = rows.pixels[idx] if perm is None else rows.pixels[idx][:, perm]
     inputs = x_BxT.astype(np.int32) if tokens else (x_BxT.astype(np.float32) / 255)[..., None]
@@ -254,10 +255,10 @@ def image_task(name: str, task_config) -> task.Task:
       name, 'last', 'xent', num_classes, 256 if tokens else 0, 0 if tokens else 1,
       make_batch=None, chance=lambda t: h,
       chance_doc=f'label-prior entropy of {num_classes} classes over {len(train.labels):,} '
-                 f'training rows; majority class {text.majority_fraction(ev.labels):.3f} of '
-                 f'{len(ev.labels):,} held-out rows',
+                 f'training rows',
       min_seq_len=length, max_seq_len=length, batch_fn=batch_fn, fixed_len=True,
-      majority_accuracy=lambda t: text.majority_fraction(ev.labels))
+      held_out_size=lambda split, t: len(by_split[split].labels),
+      train_majority=int(np.bincount(train.labels, minlength=num_classes).argmax()))
 
 
 BUILDERS = {name: functools.partial(image_task, name) for name in BENCHMARKS}

@@ -6,9 +6,13 @@ what it predicts ('per_step' or 'last'), its loss, its chance level, and
   inputs  [B, L] int32 or [B, L, input_dim] float32   (L = input_len(seq_len))
   targets [B, L] int32 (per_step) | [B] int32 (class) | [B] float32 (regression)
   mask    [B, L] float32 for per_step tasks (1 where the loss counts)
-Splits: TRAIN, EVAL (reported) and VALID (for choosing the lr; apart from EVAL).
-The batch of step s is a pure function of (seed, split, s), so runs resume exactly
-and any host can make its own shard by index.
+Splits: TRAIN, EVAL (reported) and VALID (for choosing the lr and the best checkpoint;
+apart from EVAL). Every task has all three. The batch of step s is a pure function of
+(seed, split, s), so runs resume exactly and any host can make its own shard by index.
+A finite held-out split (text, images) says its size (`held_out_size`): batch i of it
+holds its examples [i B, (i + 1) B) (wrapping past the end), so the evaluation reads
+ceil(N / B) batches and weighs the wrapped tail 0: every example once, none twice.
+Generated tasks draw fresh held-out examples (train.eval_examples of them).
 """
 from __future__ import annotations
 
@@ -44,13 +48,18 @@ class Task:
   # batch_fn(seed, step, batch_size, seq_len, split) -> dict, used instead of make_batch.
   batch_fn: Callable | None = None
   max_seq_len: int = 0                 # longest usable seq_len (0: any), e.g. the text's length
-  # Classification tasks: seq_len -> held-out accuracy of always predicting the most
-  # common class (the baseline a classifier must beat); None where it means nothing.
-  majority_accuracy: Callable[[int], float] | None = None
-  # batch(split=VALID) gives held-out data apart from EVAL's (fresh draws for generated
-  # tasks); False: settings are chosen on EVAL's numbers, and results say so.
-  validation: bool = True
+  # (split, seq_len) -> the number of examples of a finite held-out split (VALID, EVAL);
+  # None: generated data, as many fresh examples as asked for.
+  held_out_size: Callable[[int, int], int] | None = None
+  # Classification on data: the most common class of the TRAIN split (the baseline of a
+  # predictor that learned only the label prior); None for generated tasks.
+  train_majority: int | None = None
   fixed_len: bool = False              # the data have one length (images): seq_len must equal it
+
+  @property
+  def classification(self) -> bool:
+    """One class per sequence, read from its end (recall, listops, textclf, images)."""
+    return self.readout == 'last' and self.loss_type == 'xent'
 
   def input_len(self, seq_len: int) -> int:
     return seq_len + self.extra_len
@@ -65,6 +74,27 @@ class Task:
 
 
 # -------------------------------------------------------------------------------- loss
+def per_example(task: Task, outputs, batch) -> dict:
+  """Each example's summed loss, its number of scored positions and of correct ones
+  ([B] float32 each; 1 position per example for a 'last' readout), and its class
+  (targets, [B] int32, for classification): what an evaluation needs for a mean, its
+  standard error and the baselines of the exact examples scored."""
+  if task.loss_type == 'mse':
+    err = outputs[..., 0].astype(jnp.float32) - batch['targets']
+    ones = jnp.ones(err.shape, jnp.float32)
+    return {'loss_sum': err ** 2, 'count': ones, 'correct': jnp.zeros_like(ones)}
+  logits = outputs.astype(jnp.float32)
+  targets = batch['targets']
+  nll = -jnp.take_along_axis(jax.nn.log_softmax(logits), targets[..., None], axis=-1)[..., 0]
+  correct = (jnp.argmax(logits, -1) == targets).astype(jnp.float32)
+  mask = batch.get('mask')
+  if mask is None and nll.ndim == 1:
+    return {'loss_sum': nll, 'count': jnp.ones_like(nll), 'correct': correct}
+  mask = jnp.ones_like(nll) if mask is None else mask
+  return {'loss_sum': (nll * mask).sum(-1), 'count': mask.sum(-1),
+          'correct': (correct * mask).sum(-1)}
+
+
 def loss_and_metrics(task: Task, outputs, batch) -> tuple[jax.Array, dict]:
   """Mean loss and metrics for model outputs [B, O] or [B, L, O]. Accuracy is NaN
   (reported as null) where undefined (regression)."""

@@ -12,7 +12,8 @@ from __future__ import annotations
 from typing import Callable
 
 from seqlab.data import images, mqar, synthetic, text_tasks
-from seqlab.data.task import EVAL, TRAIN, VALID, Task, loss_and_metrics, rng_for  # noqa: F401
+from seqlab.data.task import (EVAL, TRAIN, VALID, Task, loss_and_metrics, per_example,  # noqa: F401
+                              rng_for)
 
 TASKS: dict[str, Task] = dict(synthetic.TASKS)
 

@@ -39,7 +39,9 @@ def _datasets():
   import logging
   logging.getLogger('datasets').setLevel(logging.WARNING)
   import datasets
-  datasets.utils.logging.set_verbosity_error()
+  # CRITICAL: a parser's failure is also logged at ERROR before it is raised, and the
+  # raised error is the one line the user gets (load_local, load_hub)
+  datasets.utils.logging.set_verbosity(logging.CRITICAL)
   datasets.disable_progress_bars()
   return datasets
 
@@ -64,17 +66,73 @@ def load_local(path: str, split_name: str = 'train'):
     raise ValueError(f'task.path={path!r} matches files of type {sorted(exts)}; allowed: one '
                      f'of {", ".join(sorted(FORMATS))}')
   builder = FORMATS[exts.pop()]
+  for f in files:
+    check_file(f, builder, path)
   kwargs = {'sample_by': 'document'} if builder == 'text' else {}
-  try:
-    ds = datasets.load_dataset(builder, data_files={split_name: files}, split=split_name,
-                               **kwargs)
-  except Exception as e:  # parse errors from the builders: keep to one line
-    if 'corresponds to no data' in str(e):
-      raise ValueError(f'the dataset at task.path={path!r} is empty (no rows); give files '
-                       f'with at least 2 rows of text') from None
-    raise ValueError(f'cannot read task.path={path!r} with the {builder!r} builder: '
-                     f'{str(e).splitlines()[0] if str(e) else type(e).__name__}') from None
+  import tempfile
+  # Local files need no cached copy: the builder writes its Arrow files into a folder of
+  # its own that is gone after the load (the rows are kept in memory), so a failed load
+  # leaves nothing in ~/.cache/huggingface and a good one fills no cache either.
+  with tempfile.TemporaryDirectory(prefix='seqlab-datasets-') as cache:
+    try:
+      ds = datasets.load_dataset(builder, data_files={split_name: files}, split=split_name,
+                                 cache_dir=cache, keep_in_memory=True, **kwargs)
+    except Exception as e:  # parse errors from the builders: keep to one line
+      if 'corresponds to no data' in str(e):
+        raise ValueError(f'the dataset at task.path={path!r} is empty (no rows); give files '
+                         f'with at least 2 rows of text') from None
+      raise ValueError(f'cannot read task.path={path!r} with the {builder!r} builder: '
+                       f'{_root_cause(e)}') from None
   return ds
+
+
+def _root_cause(e: BaseException) -> str:
+  """The first line of the innermost cause of `e` (datasets wraps a parser's error in
+  'An error occurred while generating the dataset'), with its type."""
+  seen = set()
+  while (e.__cause__ or e.__context__) is not None and id(e) not in seen:
+    seen.add(id(e))
+    e = e.__cause__ or e.__context__
+  text = str(e).strip().splitlines()[0][:200] if str(e).strip() else ''
+  return f'{type(e).__name__}: {text}' if text else type(e).__name__
+
+
+def check_file(f: str, builder: str, path: str) -> None:
+  """A data file is what its name says before `datasets` reads it (or writes anything):
+  .parquet starts and ends with PAR1; text, CSV and JSON lines are UTF-8 text without
+  NUL bytes. A binary file given as text is then one line naming the file and the first
+  bad byte, not a builder's 'An error occurred while generating the dataset'."""
+  allowed = 'UTF-8 .txt, .csv or .jsonl files, or .parquet files'
+  try:
+    with open(f, 'rb') as fh:
+      if builder == 'parquet':
+        head = fh.read(4)
+        fh.seek(max(os.path.getsize(f) - 4, 0))
+        if head != b'PAR1' or fh.read(4) != b'PAR1':
+          raise ValueError(f'task.path={path!r}: {f} is not a Parquet file (no PAR1 '
+                           f'marks); give {allowed}')
+        return
+      import codecs
+      decoder = codecs.getincrementaldecoder('utf-8')()
+      at = 0
+      while chunk := fh.read(1 << 20):
+        nul = chunk.find(b'\0')
+        try:
+          decoder.decode(chunk if nul < 0 else chunk[:nul])
+        except UnicodeDecodeError as e:
+          raise ValueError(f'task.path={path!r}: {f} is not UTF-8 text (byte {at + e.start} '
+                           f'is 0x{e.object[e.start]:02x}; a binary file?); give '
+                           f'{allowed}') from None
+        if nul >= 0:
+          raise ValueError(f'task.path={path!r}: {f} holds a NUL byte at byte {at + nul} (a '
+                           f'binary file?); give {allowed}')
+        at += len(chunk)
+      decoder.decode(b'', final=True)
+  except UnicodeDecodeError:
+    raise ValueError(f'task.path={path!r}: {f} ends inside a UTF-8 character (a binary or '
+                     f'cut file?); give {allowed}') from None
+  except OSError as e:
+    raise OSError(f'cannot read task.path={path!r}: {f}: {e.strerror or e}') from None
 
 
 def load_hub(dataset: str, config_name: str | None, split: str):

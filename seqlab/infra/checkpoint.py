@@ -3,7 +3,7 @@ imports orbax, so an orbax API change touches this file alone).
 
   ckpt = CheckpointManager(os.path.join(workdir, 'checkpoints'), every=100, keep=2)
   restored = ckpt.restore_latest(abstract_state)   # (state, step) or None
-  ckpt.save(step, state, metrics={'eval_loss': 0.12})
+  ckpt.save(step, state, metrics={'valid_loss': 0.12})
   ckpt.close()
 
 The state is any pytree of jax arrays (seqlab: {'params', 'opt_state', 'step'}). It is
@@ -12,7 +12,8 @@ restored with the shardings of `abstract_state` (a pytree of jax.ShapeDtypeStruc
 Every process of a multi-host run must call save() and restore_latest(): orbax
 coordinates the processes and only the primary one writes metadata.
 
-Retention: the last `keep` steps plus the one with the lowest metrics['eval_loss']
+Retention: the last `keep` steps plus the one with the lowest metrics['valid_loss'] (the
+VALID split's loss: the best is never chosen on the EVAL numbers reported)
 (Levanter and big_vision keep "last K and best" the same way). Saves are synchronous:
 a run killed right after save() returns has that step on disk. orbax writes a step
 into a temporary folder and renames it when complete; leftover temporary folders from
@@ -63,6 +64,13 @@ except (ImportError, AttributeError):  # another orbax layout: keep tensorstore'
   pass
 
 
+def _selection_loss(metrics: dict) -> float:
+  """The loss a checkpoint is ranked by: its VALID loss. Checkpoints saved before VALID
+  was used (metrics {'eval_loss'}) rank last, so they are never chosen over one ranked
+  on VALID."""
+  return metrics['valid_loss'] if 'valid_loss' in metrics else float('inf')
+
+
 def abstract(state):
   """Pytree of jax.ShapeDtypeStruct (with each leaf's sharding) describing `state`."""
   return jax.tree.map(
@@ -83,12 +91,12 @@ class CheckpointManager:
     policy = checkpoint_managers.AnyPreservationPolicy([
         checkpoint_managers.LatestN(n=max(int(keep), 1)),
         # reverse=True sorts by loss descending, so BestN's "last n" is the lowest loss.
-        checkpoint_managers.BestN(get_metric_fn=lambda m: m['eval_loss'], reverse=True, n=1,
+        checkpoint_managers.BestN(get_metric_fn=_selection_loss, reverse=True, n=1,
                                   keep_checkpoints_without_metrics=False),
     ])
-    # best_fn makes best_step() the lowest eval_loss; without it orbax returns the latest.
+    # best_fn makes best_step() the lowest valid_loss; without it orbax returns the latest.
     options = ocp.CheckpointManagerOptions(
-        preservation_policy=policy, best_fn=lambda m: m['eval_loss'], best_mode='min',
+        preservation_policy=policy, best_fn=_selection_loss, best_mode='min',
         cleanup_tmp_directories=not read_only,
         enable_async_checkpointing=False, create=not read_only, read_only=read_only)
     if not read_only:
@@ -122,7 +130,7 @@ class CheckpointManager:
 
   def save(self, step: int, state, metrics: dict | None = None) -> None:
     """Writes `state` as checkpoint `step` (all processes must call this). Metrics
-    (e.g. {'eval_loss': x}, finite floats) decide which checkpoint is the best."""
+    (e.g. {'valid_loss': x}, finite floats) decide which checkpoint is the best."""
     if step in self._mgr.all_steps():
       return  # already saved (e.g. a final save right after a periodic one)
     metrics = None if metrics is None else {k: float(v) for k, v in metrics.items()}

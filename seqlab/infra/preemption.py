@@ -1,6 +1,8 @@
 """Stopping a run without losing it: SIGTERM (the preemption notice on TPU VMs and most
 schedulers) and Ctrl-C (SIGINT) only set a flag; the training loop saves a checkpoint
-at the next step boundary and exits. A second Ctrl-C stops at once (KeyboardInterrupt),
+at the next step boundary and exits with the shell's status for the signal (143 after
+SIGTERM, 130 after Ctrl-C: 128 + the signal's number), so a script can tell a run that
+was stopped from one that finished. A second Ctrl-C stops at once (KeyboardInterrupt),
 keeping the checkpoints already saved.
 """
 from __future__ import annotations
@@ -38,9 +40,11 @@ class Preemption:
     return 'Ctrl-C' if self.signum == signal.SIGINT else 'SIGTERM'
 
   def exit_status(self) -> int:
-    """0 after SIGTERM (a scheduler's preemption: the job may be restarted); 130 after
-    Ctrl-C, the shell's status for an interrupt, so a script of runs stops too."""
-    return 130 if self.signum == signal.SIGINT else 0
+    """The shell's status for the signal, 128 + its number, after the checkpoint is
+    saved: 143 after SIGTERM (a preemption: not finished, so `a && b` stops and a
+    scheduler or the TPU launcher restarts the same command, which resumes), 130 after
+    Ctrl-C."""
+    return 128 + int(self.signum or signal.SIGTERM)
 
   def __exit__(self, *exc):
     for s, old in self._old.items():

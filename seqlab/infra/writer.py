@@ -79,10 +79,43 @@ def write_text_atomic(path: str, text: str) -> None:
 
 
 def _umask() -> int:
-  """The process's umask (read by setting it, so set it straight back)."""
+  """The process's umask, read without changing it: os.umask can only read it by
+  setting it, and another thread creating a file in between would get the wrong mode.
+  Linux states it in /proc/self/status; elsewhere the value read once at import
+  (before any thread of ours starts) stands."""
+  try:
+    with open('/proc/self/status') as f:
+      for line in f:
+        if line.startswith('Umask:'):
+          return int(line.split()[1], 8)
+  except (OSError, ValueError, IndexError):
+    pass
+  return _UMASK_AT_IMPORT
+
+
+def _read_umask_at_import() -> int:
   mask = os.umask(0o022)
   os.umask(mask)
   return mask
+
+
+_UMASK_AT_IMPORT = _read_umask_at_import()
+
+
+def open_append(path: str):
+  """`path` opened to append text, never through a symbolic link (O_NOFOLLOW): a link
+  planted in a shared workdir (metrics.jsonl -> ~/.bashrc) must not make a run write
+  elsewhere. A new file follows the umask. Raises WriteError for a link."""
+  try:
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | getattr(os, 'O_NOFOLLOW', 0),
+                 0o666)
+  except OSError as e:
+    if e.errno == errno.ELOOP or os.path.islink(path):
+      raise WriteError(f'could not write {path}: it is a symbolic link, and seqlab appends '
+                       f'only to plain files; remove the link and run the same command '
+                       f'again') from None
+    raise _write_error(path, e) from None
+  return os.fdopen(fd, 'a')
 
 
 def write_json(path: str, obj) -> None:
@@ -121,7 +154,11 @@ def truncate_jsonl(path: str, step: int) -> None:
 
 def append_jsonl_atomic(path: str, row: dict) -> None:
   """Appends one line by rewriting the file under a new name and renaming it:
-  readers see the old file or the new one, never a torn line."""
+  readers see the old file or the new one, never a torn line. A symbolic link is
+  refused (WriteError), not read through."""
+  if not storage.is_url(path) and os.path.islink(path):
+    raise WriteError(f'could not write {path}: it is a symbolic link, and seqlab appends '
+                     f'only to plain files; remove the link and run the same command again')
   old = storage.read_text(path) if storage.exists(path) else ''
   if old and not old.endswith('\n'):
     head, last = old[:old.rfind('\n') + 1], old[old.rfind('\n') + 1:]
@@ -163,7 +200,7 @@ class MetricWriter:
             self._text += '\n'
       else:
         os.makedirs(workdir, exist_ok=True)
-        self._f = open(self.path, 'a')
+        self._f = open_append(self.path)
       if tensorboard:
         import tensorboardX
         self._tb = tensorboardX.SummaryWriter(os.path.join(workdir, 'tb'))

@@ -18,10 +18,9 @@ replicated, gradients summed across devices by XLA). On a CPU the launcher makes
 devices of one host with config.cpu_devices, and XLA runs each device's program on its
 own thread: that puts both cores to work on the ops XLA:CPU runs on one thread, such
 as a batched dot_general (attention's per-head products; see matmul_ceilings).
-Times are the median of `steps` timed calls after warm-up, each ended by
-block_until_ready; compile time is jit(...).lower(...).compile() timed alone, after
-the inputs are ready (so no pending computation shares the cores with the compiler),
-with jax's persistent compilation cache off.
+Times are the median of `steps` timed calls after warm-up (each call's time kept in
+step_ms_samples), each ended by block_until_ready; compile time is jit().lower().compile()
+timed alone once the inputs are ready, with jax's persistent compilation cache off.
 """
 from __future__ import annotations
 
@@ -148,7 +147,7 @@ def _rate(f, args, flops: float, reps: int, rounds: int = 3) -> tuple[float, flo
   best = (0.0, 0.0)
   for _ in range(rounds):
     cpu0, wall0 = time.process_time(), time.perf_counter()
-    step_s = _median_time(f, args, BenchConfig(steps=reps, warmup=0))
+    step_s = statistics.median(_times(f, args, BenchConfig(steps=reps, warmup=0)))
     best = max(best, (flops / step_s,
                       (time.process_time() - cpu0) / (time.perf_counter() - wall0)))
   return best
@@ -173,8 +172,8 @@ def matmul_ceilings(n: int = 1024, reps: int = 5) -> dict:
 
 
 # ---------------------------------------------------------------------------- timing
-def _median_time(fn, args, bc: BenchConfig) -> float:
-  """Median seconds per call of fn(*args) over bc.steps calls, after bc.warmup calls."""
+def _times(fn, args, bc: BenchConfig) -> list[float]:
+  """Seconds of each of bc.steps calls of fn(*args) after bc.warmup (rows: the median)."""
   out = None
   for _ in range(bc.warmup):
     t0 = time.perf_counter()
@@ -188,7 +187,7 @@ def _median_time(fn, args, bc: BenchConfig) -> float:
     out = fn(*args)
     jax.block_until_ready(out)
     times.append(time.perf_counter() - t0)
-  return statistics.median(times)
+  return times
 
 
 def _memory_bytes(compiled) -> int | None:
@@ -290,12 +289,12 @@ def measure_jax(name: str, bc: BenchConfig, seq_len: int) -> dict:
   try:
     _check_fits(train_c, devices)
     _check_fits(infer_c, devices)
-    step_s = _median_time(train_c, (params, opt_state, e_BxTxD), bc)
-    infer_s = _median_time(infer_c, (params, e_BxTxD), bc)
+    step_samples = _times(train_c, (params, opt_state, e_BxTxD), bc)
+    infer_s = statistics.median(_times(infer_c, (params, e_BxTxD), bc))
   except (TimeoutError, MemoryError) as e:
     e.compiled = compiled   # an oom or timeout row still records what compiling measured
     raise
-  return dict(step_s=step_s, infer_s=infer_s, **compiled)
+  return dict(step_samples=step_samples, infer_s=infer_s, **compiled)
 
 
 def usable_cores() -> int:
@@ -371,8 +370,8 @@ def measure_torch(name: str, bc: BenchConfig, seq_len: int) -> dict:
     sync()
 
   # torch runs eagerly on a CPU (a call returns when its work is done); on CUDA, sync()
-  return dict(step_s=_median_time(train_step, (), bc), infer_s=_median_time(infer, (), bc),
-              compile_s=0.0, peak_memory_bytes=None)
+  return dict(step_samples=_times(train_step, (), bc), compile_s=0.0, peak_memory_bytes=None,
+              infer_s=statistics.median(_times(infer, (), bc)))
 
 
 def _row(name: str, bc: BenchConfig, seq_len: int) -> dict:
@@ -398,9 +397,10 @@ def measure(name: str, bc: BenchConfig, seq_len: int, ceilings: dict) -> dict:
       return {**row, 'status': 'oom', 'error': str(e).splitlines()[0][:200],
               **getattr(e, 'compiled', {})}
     raise
-  tokens = bc.batch * seq_len
+  tokens, m['step_s'] = bc.batch * seq_len, statistics.median(m['step_samples'])
   achieved = 3 * row['flops_per_token'] * tokens / m['step_s']
   return {**row, 'status': 'ok', 'step_ms': 1e3 * m['step_s'], 'infer_ms': 1e3 * m['infer_s'],
+          'step_ms_samples': [float(f'{1e3 * x:.5g}') for x in m['step_samples']],
           'tokens_per_s_train': tokens / m['step_s'],
           'tokens_per_s_infer': tokens / m['infer_s'],
           'compile_s': m['compile_s'], 'peak_memory_bytes': m['peak_memory_bytes'],

@@ -62,6 +62,11 @@ def state_bytes(cache: dict) -> int:
 def _timed(fn, reps: int, max_s: float) -> float:
   """Median seconds of `reps` calls of fn() (each blocks until its result is ready);
   TimeoutError as soon as one call takes longer than max_s."""
+  return statistics.median(_samples(fn, reps, max_s))
+
+
+def _samples(fn, reps: int, max_s: float) -> list[float]:
+  """Seconds of each of `reps` calls of fn(); TimeoutError as in _timed."""
   times = []
   for _ in range(reps):
     t0 = time.perf_counter()
@@ -69,7 +74,7 @@ def _timed(fn, reps: int, max_s: float) -> float:
     times.append(time.perf_counter() - t0)
     if times[-1] > max_s:
       raise TimeoutError(f'one call took {times[-1]:.2f} s > max_step_s={max_s}')
-  return statistics.median(times)
+  return times
 
 
 def time_decode(name: str, gc: GenerationConfig, context: int, batch: int) -> dict:
@@ -92,8 +97,11 @@ def time_decode(name: str, gc: GenerationConfig, context: int, batch: int) -> di
     return state['token']
 
   _timed(one_token, gc.warmup, gc.max_step_s)
-  per_token_s = _timed(one_token, gc.steps, gc.max_step_s)
+  samples = _samples(one_token, gc.steps, gc.max_step_s)
+  per_token_s = statistics.median(samples)
   return dict(decode_ms_per_token=1e3 * per_token_s, tokens_per_s=batch / per_token_s,
+              # every timed token: the claims bootstrap their intervals from these
+              decode_ms_samples=[float(f'{1e3 * x:.5g}') for x in samples],
               state_bytes=nbytes, state_bytes_per_sequence=nbytes // batch,
               compile_s=compile_s)
 
@@ -120,8 +128,10 @@ def time_rerun(gc: GenerationConfig, context: int, batch: int) -> dict:
   tokens_BxL = jnp.zeros((batch, context + 1), jnp.int32)
   compiled = forward.lower(params, tokens_BxL).compile()
   _timed(lambda: compiled(params, tokens_BxL), 1, gc.max_step_s)
-  s = _timed(lambda: compiled(params, tokens_BxL), max(2, gc.steps // 4), gc.max_step_s)
+  samples = _samples(lambda: compiled(params, tokens_BxL), max(2, gc.steps // 4), gc.max_step_s)
+  s = statistics.median(samples)
   return dict(decode_ms_per_token=1e3 * s, tokens_per_s=batch / s, state_bytes=0,
+              decode_ms_samples=[float(f'{1e3 * x:.5g}') for x in samples],
               state_bytes_per_sequence=0)
 
 

@@ -35,6 +35,9 @@ class ModelConfig:
   recurrent_init: str = 'orthogonal' # W_hh init: orthogonal | lecun_normal | identity
   spectral_radius: float = 1.0       # rho of each W_hh block (orthogonal, identity)
   forget_bias: float = 1.0           # LSTM forget-gate bias
+  gate_init: str = 'constant'        # lstm, gru gate biases: 'constant' or 'chrono' (GATE_INITS)
+  chrono_t_max: int = 0              # chrono's T_max (0: max_len, the length it is built for)
+  update_bias: float = 0.0           # GRU update-gate bias (z keeps the state; +2: z ~ 0.88)
   unroll: int = 1                    # lax.scan unroll factor
   heads: int = 4                     # attention heads
   mlp_ratio: int = 4                 # transformer MLP width / model width
@@ -56,7 +59,8 @@ class RecurrentBackbone(nnx.Module):
     self.stack = cells.RecurrentStack(
         cfg.name, cfg.hidden, cfg.hidden, cfg.layers, rngs=rngs, init=cfg.recurrent_init,
         spectral_radius=cfg.spectral_radius, forget_bias=cfg.forget_bias, unroll=cfg.unroll,
-        impl=cfg.kernel)
+        impl=cfg.kernel, gate_init=cfg.gate_init,
+        chrono_t_max=cfg.chrono_t_max or cfg.max_len, update_bias=cfg.update_bias)
 
   def __call__(self, e_BxTxD: Array, causal: bool = True) -> Array:
     return self.stack(e_BxTxD)
@@ -142,9 +146,37 @@ def merge(graphdef, params, *rest, dtype: str | None = None):
 
 
 def split_name(name: str) -> tuple[str, str]:
-  """'lstm:fused' -> ('lstm', 'fused'); 'lstm' -> ('lstm', 'auto')."""
-  model, _, kernel = name.partition(':')
+  """'lstm:fused' -> ('lstm', 'fused'); 'lstm' -> ('lstm', 'auto'); a +VARIANT suffix is
+  dropped ('lstm:fused+chrono' -> ('lstm', 'fused'))."""
+  model, _, kernel = name.partition('+')[0].partition(':')
   return model, kernel or 'auto'
+
+
+# A model name's +VARIANT suffix (MODEL[:KERNEL]+VARIANT, e.g. 'gru+chrono',
+# 'transformer:blocked+learned') -> (the families it applies to, the ModelConfig fields it
+# sets). The init controls of the long-range study: chrono initialisation of the gate
+# biases (Tallec & Ollivier 2018) and a GRU that starts with its update gate mostly shut.
+VARIANTS: dict[str, tuple[tuple[str, ...], dict]] = {
+    'learned': (('transformer',), {'positions': 'learned'}),
+    'chrono': (('lstm', 'gru'), {'gate_init': 'chrono'}),
+    'bias2': (('gru',), {'update_bias': 2.0}),
+    'forget1': (('lstm',), {'forget_bias': 1.0}),   # the usual forget bias (a paper control)
+}
+
+
+def split_variant(name: str) -> tuple[str, dict]:
+  """'gru:fused+chrono' -> ('gru:fused', {'gate_init': 'chrono'}); 'lstm' -> ('lstm', {}).
+  ValueError (one line) for an unknown suffix or one the family does not take."""
+  base, _, variant = name.partition('+')
+  if not variant:
+    return base, {}
+  if variant not in VARIANTS:
+    raise ValueError(f'unknown model variant {name!r}; allowed suffixes: '
+                     f'{", ".join("+" + v for v in VARIANTS)}')
+  families, fields = VARIANTS[variant]
+  if base.split(':')[0] not in families:
+    raise ValueError(f'{name!r}: +{variant} applies only to {", ".join(families)}')
+  return base, dict(fields)
 
 
 # What 'auto' runs off a CPU: the vendor kernel where it serves (platform, model, compute

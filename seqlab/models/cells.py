@@ -92,24 +92,59 @@ def recurrent_init(kind: str, spectral_radius: float, key: Array, hidden: int,
   return jnp.concatenate(blocks, axis=1)
 
 
+GATE_INITS = ('constant', 'chrono')
+
+
+def gate_bias(cell: str, hidden: int, key: Array, *, forget_bias: float = 1.0,
+              gate_init: str = 'constant', chrono_t_max: int = 0,
+              update_bias: float = 0.0) -> Array:
+  """The bias b [G] of a layer's gates (the input projection's bias).
+
+  'constant': zeros but the LSTM's forget gate, forget_bias (Gers et al. 2000), and the
+  GRU's update gate, update_bias. 'chrono' (Tallec & Ollivier 2018, "Can recurrent
+  neural networks warp time?"): the gate that keeps the state starts with
+  b ~ log(U[1, T_max - 1]), so the units' time constants spread over 1..T_max: the
+  LSTM's forget gate (and its input gate at -b_f), the GRU's update gate z (here
+  h_t = (1 - z) n + z h_{t-1}, so z keeps the state).
+  """
+  if gate_init not in GATE_INITS:
+    raise ValueError(f'model.gate_init={gate_init!r}; allowed: {", ".join(GATE_INITS)}')
+  bias = jnp.zeros((CELLS[cell].gates * hidden,))
+  if gate_init == 'chrono' and cell in ('lstm', 'gru'):
+    t_max = max(float(chrono_t_max), 3.0)
+    keep = jnp.log(jax.random.uniform(key, (hidden,), minval=1.0, maxval=t_max - 1.0))
+    if cell == 'lstm':   # gates i, f, g, o
+      return bias.at[hidden:2 * hidden].set(keep).at[:hidden].set(-keep)
+    return bias.at[hidden:2 * hidden].set(keep)   # gru: r, z, n
+  if cell == 'lstm':
+    bias = bias.at[hidden:2 * hidden].set(forget_bias)
+  if cell == 'gru':
+    bias = bias.at[hidden:2 * hidden].set(update_bias)
+  return bias
+
+
 # ------------------------------------------------------------------------------ layers
 class RecurrentLayer(nnx.Module):
   """One recurrent layer: hoisted input projection, then `lax.scan` of the cell."""
 
   def __init__(self, cell: str, in_features: int, hidden: int, *, rngs: nnx.Rngs,
                init: str = 'orthogonal', spectral_radius: float = 1.0,
-               forget_bias: float = 1.0, unroll: int = 1, impl: str = 'scan'):
+               forget_bias: float = 1.0, unroll: int = 1, impl: str = 'scan',
+               gate_init: str = 'constant', chrono_t_max: int = 0, update_bias: float = 0.0):
     self.cell_name = cell
     self.hidden = hidden
     self.unroll = unroll
     # 'scan' is the reference below; 'fused' is fast_rnn's custom-vjp scan (lstm, gru).
     self.impl = impl if cell in ('lstm', 'gru') else 'scan'   # resolved: seqlab.models.KERNELS
     g = CELLS[cell].gates * hidden
-    self.w_ih = nnx.Param(jax.nn.initializers.lecun_normal()(rngs.params(), (in_features, g)))
-    bias = jnp.zeros((g,))
-    if cell == 'lstm':  # forget-gate bias (Gers et al. 2000; Jozefowicz et al. 2015)
-      bias = bias.at[hidden:2 * hidden].set(forget_bias)
-    self.b = nnx.Param(bias)
+    k_ih = rngs.params()
+    self.w_ih = nnx.Param(jax.nn.initializers.lecun_normal()(k_ih, (in_features, g)))
+    # chrono's key is folded from w_ih's, drawing nothing more from rngs: every other
+    # parameter is the constant init's, so an init control changes the gate biases alone
+    self.b = nnx.Param(gate_bias(
+        cell, hidden, jax.random.fold_in(k_ih, 1),
+        forget_bias=forget_bias, gate_init=gate_init, chrono_t_max=chrono_t_max,
+        update_bias=update_bias))
     self.w_hh = nnx.Param(recurrent_init(init, spectral_radius, rngs.params(), hidden,
                                          CELLS[cell].gates))
 

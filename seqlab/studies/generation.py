@@ -20,7 +20,7 @@ import sys
 from seqlab import models, sweep
 from seqlab.infra import storage, writer
 from seqlab.measure import decoding
-from seqlab.studies import plot_style, study, throughput
+from seqlab.studies import plot_style, stats, study, throughput
 
 NAME = 'generation'
 TITLE = 'Generation: the cost of a growing context'
@@ -156,30 +156,43 @@ def table(rows) -> str:
 
 def claims(rows) -> list[study.Claim]:
   """Per batch: every recurrent model (a context it timed out at is not flat) against
-  every transformer (its slope over the contexts it finished)."""
+  every transformer (its slope over the contexts it finished), each slope with its 95%
+  bootstrap interval over the timed tokens."""
   out = []
   for batch, everything in _by_batch(rows).items():
     rs = [r for r in everything if r.get('status') == 'ok']
-    s = slopes(rs)
     names = list(dict.fromkeys(r['model'] for r in everything))
     rec = [m for m in names if models.split_name(m)[0] != 'transformer' and m != decoding.RERUN]
     att = [m for m in names if models.split_name(m)[0] == 'transformer']
     if not rec or not att:
       continue
-    slope = {m: s.get(m, float('nan')) for m in rec + att}
+    slope = {m: throughput.slope_ci(rs, m, 'decode_ms_per_token', 'decode_ms_samples')
+             for m in rec + att}
     timed_out = {m: [r['seq_len'] for r in everything
                      if r['model'] == m and r.get('status') != 'ok']
                  for m in rec}
-    # bytes of each model's state or cache, by growing context
+    # bytes of each model's state or cache, by growing context (exact counts)
     mem = {m: [r['state_bytes_per_sequence'] for r in sorted(rs, key=lambda r: r['seq_len'])
                if r['model'] == m] for m in rec + att}
-    parts = {f'{m} per-token cost flat (|slope| < {FLAT})': abs(slope[m]) < FLAT
-             and not timed_out[m] for m in rec}
-    parts.update({f'{m} per-token cost grows with L (slope > {LINEAR})': slope[m] > LINEAR
-                  for m in att})
-    parts.update({f'{m} state size constant': len(set(mem[m])) == 1 for m in rec})
-    parts.update({f'{m} cache grows with L': len(mem[m]) > 1 and all(
-        b > a for a, b in zip(mem[m], mem[m][1:])) for m in att})
+    parts = []
+    for m in rec:
+      name = f'{m} per-token cost flat'
+      if timed_out[m]:
+        parts.append(stats.missing(name, f'timed out at L = {", ".join(map(str, timed_out[m]))}'))
+      else:
+        parts.append(stats.within(name, slope[m], -FLAT, FLAT, spec='+.2f',
+                                  rule=f'|slope| < {FLAT:g}'))
+    parts += [stats.above(f'{m} per-token cost grows with L', slope[m], LINEAR, spec='+.2f')
+              for m in att]
+    parts += [stats.Part(f'{m} state size constant',
+                         stats.HOLDS if len(set(mem[m])) == 1 else stats.FAILS,
+                         ' -> '.join(f'{b:,} B' for b in mem[m]), 'the same at every L (exact)')
+              for m in rec]
+    parts += [stats.Part(f'{m} cache grows with L',
+                         stats.HOLDS if len(mem[m]) > 1 and all(
+                             b > a for a, b in zip(mem[m], mem[m][1:])) else stats.FAILS,
+                         ' -> '.join(f'{b:,} B' for b in mem[m]), 'larger at each longer L (exact)')
+              for m in att]
     cross = crossover(rs)
     contexts = sorted({r['seq_len'] for r in rs})
     if cross is None:
@@ -188,17 +201,14 @@ def claims(rows) -> list[study.Claim]:
       where = f'every context measured here (already at L = {contexts[0]}).'
     else:
       where = f'L ~ {cross:,.0f}.'
-    late = ''.join(f' {m} timed out at L = {", ".join(map(str, ts))}.'
-                   for m, ts in timed_out.items() if ts)
     out.append(study.claim(
         f'Generating at batch {batch}, a recurrent model\'s per-token cost stays flat as the '
         f'context grows (|log-log slope of ms/token against L| < {FLAT:g} over the longer half '
         f'of the contexts, none timed out; a fixed-size state) while a transformer\'s '
         f'per-token cost (slope > {LINEAR:g}) and KV cache grow with it (O(L) in theory).', parts,
-        f'Log-log slopes of ms/token against L over L = {", ".join(map(str, contexts))} (the '
-        f'longer half; nan: fewer than two contexts finished): ' +
-        ', '.join(f'{m} {v:+.2f}' for m, v in slope.items()) + '.' + late +
-        ' The transformer is slower per token than the LSTM from ' + where))
+        f'Log-log slopes of the median ms/token against L over L = '
+        f'{", ".join(map(str, contexts))} (the longer half), 95% bootstrap intervals over the '
+        f'timed tokens. The transformer is slower per token than the LSTM from ' + where))
   return out
 
 

@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import os
 import sys
+import math
 import time
+from collections import defaultdict
 
 import jax
 import numpy as np
@@ -22,7 +24,7 @@ from seqlab import models, sweep, train
 from seqlab.data import tasks
 from seqlab.infra import writer
 from seqlab.measure import diagnostics
-from seqlab.studies import plot_style, study
+from seqlab.studies import plot_style, stats, study
 
 NAME = 'impulse'
 TITLE = 'Impulse responses: the IIR-filter view'
@@ -69,40 +71,60 @@ def grad_flow_rows(workdir: str) -> list[dict]:
                                         'results.jsonl'))
 
 
-def _response_at_end(rows) -> tuple[int, dict[str, float]]:
-  """(longest T, model -> mean over seeds of r_{T-1} / r_0 at that T)."""
+def _at_end(rows) -> tuple[int, dict[str, stats.Interval]]:
+  """(longest T, model -> r_{T-1} / r_0 at that T, mean over seeds with its 95% interval)."""
   t = max(r['seq_len'] for r in rows)
-  end = {}
+  end = defaultdict(list)
   for r in rows:
     if r['seq_len'] == t:
-      end.setdefault(r['model'], []).append(r['impulse_response'][-1])
-  return t, {m: float(np.mean(v)) for m, v in end.items()}
+      end[r['model']].append(r['impulse_response'][-1])
+  return t, {m: stats.mean_ci(v, bounds=(0.0, math.inf)) for m, v in end.items()}
+
+
+def power_slope(response) -> float:
+  """The slope of log r_t on log t over t = 1..T-1 where r_t > 0 (-1: r_t ~ 1/t)."""
+  r = np.asarray(response[1:], np.float64)
+  t = np.arange(1, len(response), dtype=np.float64)
+  ok = r > 0
+  return float(np.polyfit(np.log(t[ok]), np.log(r[ok]), 1)[0]) if ok.sum() >= 2 else math.nan
 
 
 def table(rows) -> str:
   if not rows:
     return '(no results)'
-  t, end = _response_at_end(rows)
-  lines = [f'| model | r_t / r_0 at t={t - 1} (T={t}) | at t=10 |', '|---|---|---|']
+  t, end = _at_end(rows)
+  lines = [f'| model | r_t / r_0 at t={t - 1} (T={t}) [95% CI] | at t=10 | log-log slope of r_t |',
+           '|---|---|---|---|']
   for m, v in end.items():
-    at10 = np.mean([r['impulse_response'][min(10, t - 1)] for r in rows
-                    if r['model'] == m and r['seq_len'] == t])
-    lines.append(f'| {m} | {v:.3g} | {at10:.3g} |')
+    mine = [r for r in rows if r['model'] == m and r['seq_len'] == t]
+    at10 = stats.mean_ci([r['impulse_response'][min(10, t - 1)] for r in mine],
+                         bounds=(0.0, math.inf))
+    slope = stats.mean_ci([power_slope(r['impulse_response']) for r in mine])
+    lines.append(f'| {m} | {v.fmt()} | {at10.fmt()} | {slope.fmt("+.2f")} |')
+  lines.append(f'\nMean over {len({r["seed"] for r in rows})} seeds at initialisation, 95% '
+               f't-interval; 0: below float32\'s range (underflow).')
   return '\n'.join(lines)
 
 
 def claims(rows) -> list[study.Claim]:
   if not rows:
     return []
-  t, end = _response_at_end(rows)
+  t, end = _at_end(rows)
   shorter = [m for m in dict.fromkeys(r['model'] for r in rows) if m not in end]
-  return [study.Claim(
-      'A recurrent network is an IIR filter: a unit impulse at t=0 echoes for ever, decaying '
-      'as |lambda|^t for the linear recurrences (exact, tested) and as measured for the tanh '
-      'cells; attention has no state to echo.', study.MEASURED,
-      f'at initialisation, T={t}: response at t=T-1 relative to t=0: ' +
-      ', '.join(f'{m} {v:.2g}' for m, v in end.items()) +
-      (f' (not measured at T={t}: {", ".join(shorter)})' if shorter else '') + '.')]
+  slope = {m: stats.mean_ci([power_slope(r['impulse_response']) for r in rows
+                             if r['model'] == m and r['seq_len'] == t]) for m in end}
+  att = [m for m in end if m.split(':')[0] == 'transformer']
+  return [study.measured(
+      'A recurrent network is an IIR filter: a unit impulse at t=0 echoes through its state, '
+      'decaying as |lambda|^t for the linear recurrences (exact, tested) and at a measured rate '
+      'for the gated and tanh cells. Attention has no recurrent state, but a causal attention '
+      'layer passes the impulse to every later position through its average over the prefix.',
+      f'At initialisation, T={t}, response at t=T-1 relative to t=0 (mean over seeds, 95% '
+      f'interval; 0: float32 underflow): ' + ', '.join(f'{m} {v.fmt()}' for m, v in end.items())
+      + '.' + ''.join(f' {m}: log-log slope of r_t against t {slope[m].fmt("+.2f")} (-1 is '
+                      f'1/t: the average over a growing prefix), not a geometric decay.'
+                      for m in att)
+      + (f' Not measured at T={t}: {", ".join(shorter)}.' if shorter else ''))]
 
 
 def draw(workdir: str) -> list[str]:

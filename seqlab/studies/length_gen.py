@@ -23,14 +23,15 @@ import copy
 import math
 import os
 import sys
+import types
 from collections import defaultdict
 
 import numpy as np
 
-from seqlab import jobs, sweep, train
+from seqlab import jobs, models, sweep, train
 from seqlab.data import tasks
-from seqlab.infra import writer
-from seqlab.studies import plot_style, study
+from seqlab.infra import sharding, writer
+from seqlab.studies import plot_style, stats, study
 
 NAME = 'length_gen'
 TITLE = 'Length generalisation: train at T, evaluate up to 16T'
@@ -39,8 +40,6 @@ CAPTIONS = {'length_gen': 'Held-out loss / chance against evaluation length, one
                           'retraining (dashed: chance). transformer+learned has no positions '
                           'beyond T: one point.'}
 
-# model-name suffix -> the model fields it sets ('transformer+learned')
-VARIANTS = {'learned': {'positions': 'learned'}}
 LEARNED = 0.5       # learned at T: held-out loss below half the chance level
 KEEP_FACTOR = 2.0   # kept at L: loss/chance at L <= max(KEEP_FACTOR x ratio at T,
 KEEP_MARGIN = 0.1   #                                   ratio at T + KEEP_MARGIN)
@@ -52,16 +51,12 @@ TASK_LIMIT, NO_POSITION, NOT_FINITE = ('held-out data has at most', 'no learned 
 
 
 def split_variant(model: str) -> tuple[str, dict]:
-  """'transformer+learned' -> ('transformer', {'positions': 'learned'}); 'lstm' -> ('lstm', {})."""
-  base, _, variant = model.partition('+')
-  if not variant:
-    return base, {}
-  if variant not in VARIANTS:
-    raise sweep.ConfigError(f'unknown model variant {model!r}; allowed suffixes: '
-                            f'{", ".join("+" + v for v in VARIANTS)}')
-  if base.split(':')[0] != 'transformer':
-    raise sweep.ConfigError(f'{model!r}: +{variant} (positions) applies only to the transformer')
-  return base, dict(VARIANTS[variant])
+  """'transformer+learned' -> ('transformer', {'positions': 'learned'}); 'lstm' -> ('lstm', {})
+  (seqlab.models.split_variant, its error as a ConfigError)."""
+  try:
+    return models.split_variant(model)
+  except ValueError as e:
+    raise sweep.ConfigError(str(e)) from None
 
 
 # -------------------------------------------------------------------------------- running
@@ -99,7 +94,8 @@ def evaluate_lengths(config, graphdef, params) -> list[dict]:
   task = tasks.build(config.task)
   t = int(config.task.seq_len)
   cfg = train.model_config(config, task, t)
-  eval_step = jax.jit(train.make_eval_step(graphdef, task))
+  compiled = types.SimpleNamespace(eval_step=jax.jit(train.make_eval_step(graphdef, task)),
+                                   mesh=sharding.make_mesh(1))
   out = []
   for m in config.length_gen.multipliers:
     n = int(m) * t
@@ -107,13 +103,10 @@ def evaluate_lengths(config, graphdef, params) -> list[dict]:
     if reason:
       out.append({'multiplier': int(m), 'seq_len': n, 'reason': reason})
       continue
-    sums = defaultdict(float)
-    for i in range(config.train.eval_batches):
-      batch = task.batch(int(config.seed), i, config.train.batch_size, n, split=tasks.EVAL)
-      for k, v in jax.device_get(eval_step(params, batch)).items():
-        sums[k] += float(v) / config.train.eval_batches
-    out.append({'multiplier': int(m), 'seq_len': n, 'loss': _finite_or_none(sums['loss']),
-                'accuracy': _finite_or_none(sums['accuracy']), 'chance': task.chance_loss(n)})
+    ev = train.evaluate(compiled, params, task, config, n, int(config.seed))
+    out.append({'multiplier': int(m), 'seq_len': n, 'loss': _finite_or_none(ev['loss']),
+                'loss_se': _finite_or_none(ev['loss_se']), 'examples': ev['examples'],
+                'accuracy': _finite_or_none(ev['accuracy']), 'chance': task.chance_loss(n)})
   return out
 
 
@@ -166,21 +159,35 @@ def _ratio(e: dict) -> float | None:
 
 
 def ratios(rows) -> dict:
-  """(task, model) -> multiplier -> mean loss/chance over seeds, or the reason (str) the
+  """(task, model) -> multiplier -> the mean loss/chance over seeds as a stats.Interval
+  (95%: between seeds and each seed's eval-sampling error), or the reason (str) the
   length was not evaluated. Diverged points (no evals) are left out."""
   vals = defaultdict(lambda: defaultdict(list))
   for r in rows:
     for e in r.get('evals') or []:
       v = _ratio(e)
       vals[(r['task'], r['model'])][e['multiplier']].append(
-          v if v is not None else e.get('reason', NOT_FINITE))
+          (v, (e.get('loss_se') or 0.0) / e['chance'], e.get('examples') or 0)
+          if v is not None else e.get('reason', NOT_FINITE))
   out = {}
   for key, by_m in vals.items():
     out[key] = {}
     for m, vs in sorted(by_m.items()):
       nums = [v for v in vs if not isinstance(v, str)]
-      out[key][m] = float(np.mean(nums)) if nums else vs[0]
+      out[key][m] = (stats.mean_ci([v for v, _, _ in nums], [se for _, se, _ in nums],
+                                   examples=min(n for _, _, n in nums), bounds=(0.0, math.inf))
+                     if nums else vs[0])
   return out
+
+
+def valid_at_t(rows) -> dict:
+  """(task, model) -> the mean VALID loss / chance at the training length (what 'learned
+  at T' is decided on: never the EVAL numbers the claims test)."""
+  vals = defaultdict(list)
+  for r in rows:
+    if r.get('valid_loss') is not None and r.get('chance_loss'):
+      vals[(r['task'], r['model'])].append(r['valid_loss'] / r['chance_loss'])
+  return {k: float(np.mean(v)) for k, v in vals.items()}
 
 
 def table(rows) -> str:
@@ -202,9 +209,15 @@ def table(rows) -> str:
         notes.setdefault((model, task), []).append((m, v))
         cells.append('—')
       else:
-        cells.append('' if v is None else f'{v:.3g}')
+        cells.append('' if v is None else v.fmt())
     lines.append(f'| {task} (T={t_of[task]}) | {model} | ' + ' | '.join(cells) + ' |')
-  lines += ['', 'Held-out loss / chance (mean over seeds), trained at T only.']
+  seeds = sorted({len([r for r in rows if r['task'] == tk and r['model'] == mm])
+                  for tk, mm in rs})
+  over = (f'mean over {"/".join(map(str, seeds))} seeds, 95% interval from the seeds and '
+          f'the held-out examples' if max(seeds) > 1 else
+          'one seed, 95% interval from its held-out examples only (the seed-to-seed spread '
+          'is not measured)')
+  lines += ['', f'Held-out loss / chance ({over}), trained at T only.']
   for (model, task), missing in notes.items():
     where = ', '.join(f'{m}T' for m, _ in missing)
     lines.append(f'— {model} on {task} at {where}: {missing[0][1]}'
@@ -226,7 +239,8 @@ def figure(rows, out_stem: str) -> list[str]:
     for (tk, model), by_m in rs.items():
       if tk != task:
         continue
-      pts = [(m * t_of[task], v) for m, v in by_m.items() if isinstance(v, float) and v > 0]
+      pts = [(m * t_of[task], v.value) for m, v in by_m.items()
+             if isinstance(v, stats.Interval) and math.isfinite(v.value) and v.value > 0]
       if not pts:
         continue
       base, fields = split_variant(model)
@@ -258,94 +272,91 @@ def draw(workdir: str) -> list[str]:
 
 
 # ------------------------------------------------------------------------------ claims
-def _kept(at_t: float, at_l: float) -> bool:
-  return at_l <= max(KEEP_FACTOR * at_t, at_t + KEEP_MARGIN)
-
-
 def _mult(m: int) -> str:
   return 'T' if m == 1 else f'{m}T'
 
 
-def _numbers(by_m) -> str:
-  return ', '.join(f'{_mult(m)} {v:.3g}' for m, v in by_m.items() if isinstance(v, float))
-
-
-def _cell(v) -> str:
-  if not isinstance(v, str):
-    return f'{v:.3g}'
-  return 'not run' if v.startswith(NO_POSITION) else v if v == NOT_FINITE else 'past the data'
+def keep_threshold(at_t: float) -> float:
+  """The largest loss/chance at a longer length that still counts as kept."""
+  return max(KEEP_FACTOR * at_t, at_t + KEEP_MARGIN)
 
 
 def _judged(by_m) -> dict:
-  """multiplier -> loss/chance for the claims: inf where the loss was not finite, the
-  reason where the model could not run that length; lengths past the task's held-out
-  data are left out."""
-  return {m: math.inf if v == NOT_FINITE else v for m, v in by_m.items()
-          if not (isinstance(v, str) and TASK_LIMIT in v)}
+  """multiplier -> Interval (not finite where the loss was not), or the reason the model
+  could not run that length; lengths past the task's held-out data are left out."""
+  return {m: stats.Interval(math.inf, math.inf, math.inf) if v == NOT_FINITE else v
+          for m, v in by_m.items() if not (isinstance(v, str) and TASK_LIMIT in v)}
 
 
-def _learned(mine) -> dict:
-  """task -> judged ratios, for the tasks learned at T (< LEARNED x chance)."""
-  return {tk: _judged(by_m) for tk, by_m in mine.items()
-          if isinstance(by_m.get(1), float) and by_m[1] < LEARNED}
+def _learned(rows, model) -> list[str]:
+  """The tasks `model` learned at T: its VALID loss there below LEARNED x chance."""
+  va = valid_at_t(rows)
+  return [tk for (tk, mm), v in va.items() if mm == model and v < LEARNED]
+
+
+def _keeps(model, task, judged) -> stats.Part:
+  """'model keeps its loss on task': at every longer length the interval of loss/chance
+  lies below keep_threshold(the loss/chance at T) (Kleene AND over the lengths)."""
+  name = f'{model} keeps its loss on {task} at every length evaluated'
+  at_t = judged.get(1)
+  longer = {m: v for m, v in judged.items() if m > 1}
+  if not isinstance(at_t, stats.Interval) or not longer:
+    return stats.missing(name, 'not evaluated beyond T')
+  thr = keep_threshold(at_t.value)
+  per = {m: (stats.below(name, v, thr) if isinstance(v, stats.Interval)
+             else stats.missing(name, v)) for m, v in longer.items()}
+  outcome = stats.all_of(p.outcome for p in per.values())
+  worst = max(per, key=lambda m: {stats.FAILS: 2, stats.UNDECIDED: 1}.get(per[m].outcome, 0))
+  est = f'T {at_t.fmt()}; ' + ', '.join(f'{_mult(m)} {p.estimate}' for m, p in per.items())
+  note = per[worst].note if outcome != stats.HOLDS else ''
+  if outcome == stats.FAILS and not note:
+    note = f'lost by {_mult(min(m for m, p in per.items() if p.outcome == stats.FAILS))}'
+  return stats.Part(name, outcome, est, f'each < {thr:.3g} = max({KEEP_FACTOR:g} x, '
+                    f'+{KEEP_MARGIN:g}) the ratio at T', note)
 
 
 def claims(rows) -> list[study.Claim]:
   rs = ratios(rows)
   models = list(dict.fromkeys(r['model'] for r in rows))
-  ran = {m: sorted({r['task'] for r in rows if r['model'] == m}) for m in models}  # diverged too
   out = []
   recurrent = [m for m in models if split_variant(m)[0].split(':')[0] in RECURRENT]
   if recurrent:
-    parts, evidence = {}, []
+    parts, unlearned = [], []
     for m in recurrent:
-      learned = _learned({tk: by_m for (tk, mm), by_m in rs.items() if mm == m})
-      # kept on a task: evaluated beyond T, and within the keep rule at every such length
-      kept = [tk for tk, j in learned.items() if any(mult > 1 for mult in j) and all(
-          isinstance(v, float) and _kept(j[1], v) for mult, v in j.items() if mult > 1)]
-      parts[f'{m} keeps its loss on every task it learned at T'] = (
-          bool(learned) and len(kept) == len(learned))
-      not_learned = [tk for tk in ran[m] if tk not in learned]
-      evidence.append(f'{m}: ' + ('; '.join(f'{tk} {_numbers(j)}' for tk, j in
-                                            learned.items()) or 'learned no task at T') +
-                      (f' (not learned at T: {", ".join(not_learned)})' if not_learned else ''))
+      learned = _learned(rows, m)
+      parts += [_keeps(m, tk, _judged(rs[(tk, m)])) for tk in learned if (tk, m) in rs]
+      others = sorted({r['task'] for r in rows if r['model'] == m} - set(learned))
+      if others:
+        unlearned.append(f'{m}: {", ".join(others)}')
     out.append(study.claim(
         'Recurrent models keep the held-out loss they reached at the training length T at '
-        'every longer length evaluated (never trained on).', parts,
-        'Held-out loss / chance on the tasks learned at T (< '
-        f'{LEARNED:g} x chance; kept: at most max({KEEP_FACTOR:g} x, +{KEEP_MARGIN:g}) the '
-        'ratio at T; inf: not finite): ' + ' | '.join(evidence) + '.'))
-  att = [m for m in models if split_variant(m)[0].split(':')[0] == 'transformer']
-  if att:
-    parts, evidence = {}, []
-    for m in att:
-      mine = {tk: by_m for (tk, mm), by_m in rs.items() if mm == m}
-      if split_variant(m)[1].get('positions') == 'learned':
-        # refused for want of a position, not for the task's data
-        beyond = [v for by_m in mine.values() for mult, v in _judged(by_m).items() if mult > 1]
-        parts[f'{m} cannot run beyond T'] = bool(beyond) and all(
-            isinstance(v, str) and v.startswith(NO_POSITION) for v in beyond)
-        evidence.append(f'{m}: ' + '; '.join(
-            f'{tk} ' + ', '.join(f'{_mult(mult)} {_cell(v)}' for mult, v in by_m.items())
-            for tk, by_m in mine.items()))
-      else:
-        learned = _learned(mine)
-        longest = {tk: j[max(j)] for tk, j in learned.items() if max(j) > 1}
-        parts[f'{m} (sinusoidal) degrades beyond T on every task it learned at T'] = (
-            bool(learned) and len(longest) == len(learned) and all(
-                isinstance(v, float) and not _kept(learned[tk][1], v)
-                for tk, v in longest.items()))
-        evidence.append(f'{m}: ' + ('; '.join(f'{tk} {_numbers(j)}'
-                                              for tk, j in learned.items())
-                                    or 'learned no task at T'))
-    kinds = {bool(split_variant(m)[1]) for m in att}
-    if True not in kinds:
-      parts['a transformer with learned positions was run'] = False
-    if False not in kinds:
-      parts['a transformer with sinusoidal positions was run'] = False
+        'every longer length evaluated (never trained on), on every task they learned at T.',
+        parts,
+        f'Held-out loss / chance, 95% interval. Learned at T: VALID loss below {LEARNED:g} x '
+        f'chance (decided on VALID, tested on EVAL). ' +
+        (f'Not learned at T, so not judged: {"; ".join(unlearned)}.' if unlearned else '')))
+  sinus = [m for m in models if split_variant(m)[0].split(':')[0] == 'transformer'
+           and split_variant(m)[1].get('positions') != 'learned']
+  if sinus:
+    parts = []
+    for m in sinus:
+      for tk in _learned(rows, m):
+        judged = _judged(rs.get((tk, m), {}))
+        longest = max((k for k, v in judged.items() if isinstance(v, stats.Interval)),
+                      default=1)
+        name = f'{m} (sinusoidal) degraded on {tk} at {_mult(longest)}'
+        if longest == 1 or not isinstance(judged.get(1), stats.Interval):
+          parts.append(stats.missing(name, 'not evaluated beyond T'))
+          continue
+        parts.append(stats.above(name, judged[longest], keep_threshold(judged[1].value),
+                                 rule=f'> {keep_threshold(judged[1].value):.3g} (not kept)'))
+    learned_pos = [m for m in models if split_variant(m)[1].get('positions') == 'learned']
     out.append(study.claim(
-        'The transformer with learned positions cannot run beyond its training length, and '
-        'with sinusoidal positions its loss has degraded (is not kept) by the longest length '
-        'evaluated.', parts,
-        'Held-out loss / chance (inf: not finite): ' + ' | '.join(evidence) + '.'))
+        'A transformer with sinusoidal positions, run longer than it was trained, has '
+        'degraded (not kept its loss) by the longest length evaluated, on every task it '
+        'learned at T.', parts,
+        'Held-out loss / chance at the longest length, 95% interval, against the keep '
+        'threshold.' + (f' {", ".join(learned_pos)}: no learned position exists beyond the '
+                        f'training length, so those lengths are not run (a property of the '
+                        f'embedding, not a measurement).' if learned_pos else '')))
   return out

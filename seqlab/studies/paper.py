@@ -2,17 +2,20 @@
 Table 1 and LRA's ListOps Transformer (Tay et al. 2021).
 
 Each group of experiments/paper.py is one published row set (a task, its settings, its
-models); every (group, model, seed) point is trained by the one training loop. A row
-of the table is paper | seqlab mean ± std over seeds | verdict:
-  within spread       the published number lies in mean ± 2 std of seqlab's seeds, at
-                      the paper's own T and data (only then is a number comparable);
-  same side of chance seqlab and the paper both beat chance, or both do not (a model
-                      "beats chance" when it closes >= BEATS of the gap from chance to
-                      perfect: loss <= (1 - BEATS) x chance, or accuracy >= chance +
-                      BEATS x (1 - chance));
-  differs             otherwise.
-At :cpu scale (shorter T, digits for MNIST) only the side of chance is compared. The
-claims check the papers' ordering of models, which holds at any scale.
+models); every (group, model, seed) point is trained by the one training loop. Each row
+is judged as a gap, never as a side of chance:
+  comparable      seqlab ran the paper's task, T and step budget (PUBLISHED): the row
+                  *agrees* when the published number lies within the 95% interval of
+                  seqlab's mean over seeds widened by TOLERANCE (2 accuracy points; a
+                  factor 1.25 on a loss), else it *differs* by the gap;
+  not comparable  T, data or budget differ (the :cpu rows): only the ordering is judged.
+The ordering of the models within a group is a claim of three-outcome parts, one per
+pair: the paper's relation (better, worse, or level within TOLERANCE) against seqlab's,
+read off the interval of the difference (accuracy, or log loss): the same relation holds,
+the opposite (or a tie against a strict order) fails as *reversed*, and an interval that
+straddles is undecided. A failed part names its likely cause from the direction of the
+failure, what differs from the paper's setting, and the controls run (a model name with a
++VARIANT suffix is a control: e.g. lstm+forget1, the LSTM with the usual forget bias 1).
 """
 from __future__ import annotations
 
@@ -22,40 +25,21 @@ import sys
 import tempfile
 from collections import defaultdict
 
-import numpy as np
-
-from seqlab import jobs, sweep
+from seqlab import jobs, models, sweep
 from seqlab.infra import writer
-from seqlab.studies import plot_style, study
+from seqlab.studies import plot_style, stats, study
+from seqlab.studies.published import (  # noqa: F401  (the published numbers and verdicts)
+    BAI, PUBLISHED, TOLERANCE, WORDS, _iv, _kind, _num, _relation, compare, differences,
+    judge, order_text, paper_score, score_ci, seqlab_relation, value, value_ci)
 
 NAME = 'paper'
 TITLE = 'Published tables side by side'
-CAPTIONS = {'paper': 'Score against chance (0: chance, 1: perfect) of each published row: '
-                     'the paper at its own T (open) and seqlab at the T under each column '
-                     '(filled: mean, bar: min-max over seeds).'}
+CAPTIONS = {'paper': 'Each published row set in its own metric: the paper at its own T '
+                     '(open circle) and seqlab at the setting under each panel (filled: '
+                     'mean over seeds, bar: 95% interval); dashed: the input-blind baseline '
+                     '(uniform guess; chance loss), dotted: solved (adding).'}
 
-BAI = 'Bai et al. 2018, Table 1'
-# group -> the published numbers: metric, the paper's T, its chance level, model -> value.
-PUBLISHED = {
-    'adding': dict(metric='mse', t=600, chance=1 / 6, source=BAI,
-                   values={'lstm': 0.164, 'gru': 5.3e-5, 'rnn': 0.177}),
-    'copy': dict(metric='loss', t=1000, chance=10 * math.log(8) / 1020, source=BAI,
-                 values={'lstm': 0.0204, 'gru': 0.0197, 'rnn': 0.0202}),
-    # MNIST's majority class ('1') is 1,135 of the 10,000 test images.
-    'smnist': dict(metric='accuracy', t=784, chance=0.1135, source=BAI,
-                   values={'lstm': 0.872, 'gru': 0.962, 'rnn': 0.215}),
-    'psmnist': dict(metric='accuracy', t=784, chance=0.1135, source=BAI,
-                    values={'lstm': 0.857, 'gru': 0.873, 'rnn': 0.253}),
-    # LRA publishes no majority class; seqlab's generator's own is used for both sides.
-    'listops': dict(metric='accuracy', t=2000, chance=None, source='Tay et al. 2021 (LRA)',
-                    values={'transformer': 0.3637}),
-}
-PAPER_TASKS = {'adding': 'adding', 'copy': 'copy', 'smnist': 'smnist', 'psmnist': 'psmnist',
-               'listops': 'listops'}
-BEATS = 0.1          # closes >= 10% of the gap from chance to perfect: beats chance
 SOLVED = 0.1         # adding: MSE below 10% of chance is solved (as in long_range)
-AT_CHANCE = 0.5      # loss above half of chance: at chance (as in long_range)
-FAR_ABOVE = 0.2      # sequential digits: 'far above' = at least 20 accuracy points more
 ESTIMATE_STEPS = 4   # estimate_only: timed steps per point (the first compiles)
 
 
@@ -83,6 +67,9 @@ def point_config(config, p: dict, stand_in: bool = False):
   with c.unlocked():
     for k in ('steps', 'batch_size', 'lr', 'warmup_steps', 'clip_norm'):
       c.train[k] = g[k]
+    # a control (MODEL+VARIANT) changes one of the group's settings: its fields win
+    for k, v in models.split_variant(p['model'])[1].items():
+      c.model[k] = v
   return c
 
 
@@ -100,7 +87,8 @@ def validate(config) -> None:
       c.sweep = dict(models=list(g.models), tasks=[c.task.name], seq_lens=[int(g.seq_len)],
                      seeds=list(config.seeds))
     sweep.validate(c)
-    missing = [m for m in g.models if m not in PUBLISHED[name]['values']]
+    # a control MODEL+VARIANT needs its MODEL's published number
+    missing = [m for m in g.models if m.partition('+')[0] not in PUBLISHED[name]['values']]
     if missing:
       raise sweep.ConfigError(f'paper group {name}: no published number for {missing}; '
                               f'allowed: {", ".join(PUBLISHED[name]["values"])}')
@@ -123,8 +111,10 @@ def run(config, workdir: str) -> list[dict]:
     row = {'point': name, **result, **p}
     if writer.is_writer():
       writer.append_jsonl_atomic(os.path.join(workdir, 'results.jsonl'), row)
-    print(f'[{next(count)}/{len(todo)}] {name}: {_fmt(score_value(row), row)} '
-          f'({result["wall_s"]:.0f} s)', flush=True)
+    v = value(row)
+    print(f'[{next(count)}/{len(todo)}] {name}: '
+          f'{"diverged" if v is None else _num(v, row["group"])} ({result["wall_s"]:.0f} s)',
+          flush=True)
 
   jobs.run(config.get('jobs', 1), jobs.train_quiet,
            [(p, (point_config(config, p), os.path.join(workdir, point_name(p))),
@@ -145,7 +135,7 @@ def estimate(config, workdir: str) -> list[dict]:
     c = point_config(config, p, stand_in=True)
     steps = int(c.train.steps)
     with c.unlocked():
-      c.train.steps, c.train.checkpoint_every, c.train.eval_batches = ESTIMATE_STEPS, 0, 1
+      c.train.steps, c.train.checkpoint_every, c.train.eval_examples = ESTIMATE_STEPS, 0, 1
     with tempfile.TemporaryDirectory() as tmp:
       r = train.train(c, tmp, verbose=False)
     tokens = c.train.batch_size * tasks.build(c.task).input_len(p['seq_len'])
@@ -168,103 +158,59 @@ def rows(workdir: str) -> list[dict]:
           if 'group' in r]
 
 
-def value(row: dict) -> float | None:
-  """The row's number in the paper's metric: held-out accuracy or loss."""
-  pub = PUBLISHED[row['group']]
-  v = row.get('final_accuracy') if pub['metric'] == 'accuracy' else row.get('final_loss')
-  return v if v is not None and math.isfinite(v) else None
-
-
-def chance_of(row: dict) -> float:
-  """seqlab's chance level of the row, in the paper's metric."""
-  if PUBLISHED[row['group']]['metric'] == 'accuracy':
-    return row.get('majority_accuracy') or 0.0
-  return row['chance_loss']
-
-
-def score(v: float, chance: float, metric: str) -> float:
-  """The fraction of the gap from chance to perfect that `v` closes (0 chance, 1 perfect)."""
-  if metric == 'accuracy':
-    return (v - chance) / (1.0 - chance)
-  return 1.0 - v / chance
-
-
-def score_value(row: dict) -> float | None:
-  v = value(row)
-  return None if v is None else score(v, chance_of(row), PUBLISHED[row['group']]['metric'])
-
-
-def _fmt(s, row) -> str:
-  return 'diverged' if s is None else f'{value(row):.4g} (score {s:.3f})'
-
-
 def grouped(rows) -> dict:
-  """(group, model) -> that pair's rows over seeds, in published order."""
+  """(group, model) -> that pair's rows over seeds: published models in published order,
+  then controls."""
   g = defaultdict(list)
   for r in rows:
     g[(r['group'], r['model'])].append(r)
+
   def order(key):
     group, model = key
-    return list(PUBLISHED).index(group), list(PUBLISHED[group]['values']).index(model)
+    names = list(PUBLISHED[group]['values'])
+    return (list(PUBLISHED).index(group),
+            names.index(model) if model in names else len(names), model)
   return {k: g[k] for k in sorted(g, key=order)}
 
 
-def compare(rs: list[dict]) -> dict:
-  """The comparison of one (group, model): seqlab's mean/std, the paper's number and the
-  verdict (module docstring)."""
+def baselines(rs: list[dict]) -> str:
+  """The input-blind baselines of the exact examples scored: for accuracy the uniform
+  guess, always the training split's majority class, and the scored examples' own
+  majority class; for a loss the chance loss."""
   r0 = rs[0]
-  pub = PUBLISHED[r0['group']]
-  paper = pub['values'][r0['model']]
-  vals = [value(r) for r in rs]
-  ok = [v for v in vals if v is not None]
-  chance = chance_of(r0)
-  paper_chance = pub['chance'] if pub['chance'] is not None else chance
-  same_setting = (r0['task'] == PAPER_TASKS[r0['group']] and r0['seq_len'] == pub['t'])
-  out = dict(paper=paper, mean=float(np.mean(ok)) if ok else None,
-             std=float(np.std(ok)) if ok else None, seeds=len(rs), diverged=len(vals) - len(ok),
-             same_setting=same_setting, chance=chance)
-  if len(ok) < len(vals) or not ok:
-    out['verdict'] = 'differs'
-    out['why'] = f'{len(vals) - len(ok)} of {len(vals)} seeds diverged'
-    return out
-  m = pub['metric']
-  paper_beats = score(paper, paper_chance, m) >= BEATS
-  ours_beats = score(out['mean'], chance, m) >= BEATS
-  if same_setting and abs(paper - out['mean']) <= 2 * out['std']:
-    out['verdict'], out['why'] = 'within spread', 'within mean ± 2 std'
-  elif paper_beats == ours_beats:
-    out['verdict'] = 'same side of chance'
-    out['why'] = 'both beat chance' if ours_beats else 'both at chance'
-  else:
-    out['verdict'] = 'differs'
-    out['why'] = 'seqlab beats chance, the paper does not' if ours_beats else \
-        'the paper beats chance, seqlab does not'
-  return out
-
-
-def _num(v: float, metric: str) -> str:
-  return f'{100 * v:.1f}%' if metric == 'accuracy' else f'{v:.3g}'
+  if _kind(r0['group']) != 'accuracy':
+    return f'chance {r0["chance_loss"]:.3g}'
+  bits = []
+  for key, word in (('uniform_accuracy', 'uniform'), ('train_majority_accuracy', 'train majority'),
+                    ('majority_accuracy', 'majority of the examples scored')):
+    if r0.get(key) is not None:
+      bits.append(f'{word} {100 * r0[key]:.1f}%')
+  return ', '.join(bits) or '-'
 
 
 def table(rows: list[dict]) -> str:
   if not rows:
     return '(no results)'
-  lines = ['| row | model | paper (T) | seqlab mean ± std (seeds) | seqlab T, steps | chance '
-           '| verdict |', '|---|---|---|---|---|---|---|']
+  lines = ['| row | model | paper (T, steps) | seqlab [95% CI] (seeds) | seqlab task, T, steps '
+           '| input-blind baselines | verdict |', '|---|---|---|---|---|---|---|']
   for (group, model), rs in grouped(rows).items():
     pub, c = PUBLISHED[group], compare(rs)
-    m = pub['metric']
-    ours = ('diverged' if c['mean'] is None else
-            f'{_num(c["mean"], m)} ± {_num(c["std"], m)} ({c["seeds"]})')
-    lines.append(f'| {group} ({m}) | {model} | {_num(c["paper"], m)} (T={pub["t"]}) | {ours} | '
-                 f'{rs[0]["task"]} T={rs[0]["seq_len"]}, {rs[0]["steps"]} | '
-                 f'{_num(c["chance"], m)} | {c["verdict"]}: {c["why"]} |')
-  if any(not compare(rs)['same_setting'] for rs in grouped(rows).values()):
-    lines.append('\nA row at another T, or on other data, than the paper\'s compares only the '
-                 'side of chance; the claims test the papers\' ordering of the models.')
-  lines.append('\nPaper: ' + '; '.join(sorted({f'{g} {p["source"]}' for g, p in
-                                                PUBLISHED.items() if any(
-                                                    r['group'] == g for r in rows)})) + '.')
+    paper = ('-' if c['paper'] is None else
+             f'{_num(c["paper"], group)} (T={pub["t"]}, {pub["steps"]:,})')
+    lines.append(f'| {group} ({pub["metric"]}) | {model} | {paper} | '
+                 f'{_iv(c["interval"], group)} ({c["seeds"]}) | {rs[0]["task"]}, '
+                 f'T={rs[0]["seq_len"]}, {rs[0]["steps"]} | {baselines(rs)} | '
+                 f'{c["verdict"]}: {c["why"]} |')
+  if all(compare(rs)['verdict'] in ('not comparable', 'control')
+         for rs in grouped(rows).values()):
+    lines.append('\nNo row here ran the paper\'s T, data and step budget: this table is a smoke '
+                 'test of the papers\' ordering of the models (the claims below), not a '
+                 'comparison of numbers.')
+  lines.append(f'\nA comparable row agrees when the published number lies within seqlab\'s 95% '
+               f'interval widened by {100 * TOLERANCE["accuracy"]:.0f} accuracy points, or a '
+               f'factor {math.exp(TOLERANCE["loss"]):.2f} for a loss. Paper: ' +
+               '; '.join(sorted({f'{g} {p["source"]}' for g, p in PUBLISHED.items()
+                                 if any(r['group'] == g for r in rows)})) + '.')
   return '\n'.join(lines)
 
 
@@ -274,41 +220,131 @@ def draw(workdir: str) -> list[str]:
 
 
 def figure(rows: list[dict], out_stem: str) -> list[str]:
-  """One column per (group, model): the paper's score (open) and seqlab's (filled)."""
+  """One panel per group in the paper's own metric: the published number (open circle)
+  and seqlab's mean with its 95% interval (filled, bar) for each model; dashed: the
+  input-blind baseline; dotted (adding): solved, 0.1 x chance."""
   import matplotlib.pyplot as plt
   plot_style.apply()
   g = grouped(rows)
-  fig, ax = plt.subplots(figsize=(max(3.4, 0.42 * len(g) + 1), 2.6))
-  for i, ((group, model), rs) in enumerate(g.items()):
-    pub = PUBLISHED[group]
-    c = compare(rs)
-    pc = pub['chance'] if pub['chance'] is not None else c['chance']
-    ax.plot([i - 0.15], [score(c['paper'], pc, pub['metric'])], 'o', mfc='none', mew=1.2,
-            color=plot_style.color(model))
-    s = [score_value(r) for r in rs if score_value(r) is not None]
-    if s:
-      ax.errorbar([i + 0.15], [np.mean(s)], yerr=[[np.mean(s) - min(s)], [max(s) - np.mean(s)]],
-                  fmt='s', ms=4, color=plot_style.color(model))
-  ax.plot([], [], 'o', mfc='none', mew=1.2, color='0.3', label='paper')
-  ax.plot([], [], 's', ms=4, color='0.3', label='seqlab')
-  ax.axhline(0.0, color='k', lw=0.8, ls='--', label='chance')
-  ts = {k: (f'T={rs[0]["seq_len"]}' if rs[0]['task'] == k[0] else
-            f'{rs[0]["task"]} {rs[0]["seq_len"]}') for k, rs in g.items()}
-  ax.set_xticks(range(len(g)), [f'{grp}\n{m}\n{ts[(grp, m)]}' for grp, m in g], fontsize=6)
-  ax.set_ylabel('score (0 chance, 1 perfect)')
-  ax.legend(loc='center left', bbox_to_anchor=(1.0, 0.5))
+  groups = list(dict.fromkeys(grp for grp, _ in g))
+  fig, axes = plt.subplots(1, len(groups), figsize=(max(3.4, 1.6 * len(groups) + 0.6), 2.6),
+                           squeeze=False)
+  for ax, group in zip(axes[0], groups):
+    names = [m for grp, m in g if grp == group]
+    acc = _kind(group) == 'accuracy'
+    k = 100 if acc else 1
+    for i, m in enumerate(names):
+      rs = g[(group, m)]
+      c = compare(rs)
+      if c['paper'] is not None:
+        ax.plot([i - 0.15], [k * c['paper']], 'o', mfc='none', mew=1.2, color=plot_style.color(m))
+      iv = c['interval']
+      if math.isfinite(iv.value):
+        lo = max(iv.lo, 1e-9) if not acc else iv.lo
+        ax.errorbar([i + 0.15], [k * iv.value], yerr=[[k * (iv.value - lo)], [k * (iv.hi - iv.value)]],
+                    fmt='s', ms=4, color=plot_style.color(m), capsize=2)
+    r0 = g[(group, names[0])][0]
+    if acc:
+      base = r0.get('uniform_accuracy')
+      if base is not None:
+        ax.axhline(100 * base, color='k', lw=0.8, ls='--')
+      ax.set_ylim(0, 100)
+      ax.set_ylabel('accuracy (%)' if group == groups[0] else '')
+    else:
+      ax.set_yscale('log')
+      ax.axhline(r0['chance_loss'], color='k', lw=0.8, ls='--')
+      if group == 'adding':
+        ax.axhline(SOLVED * r0['chance_loss'], color='k', lw=0.6, ls=':')
+      # a bar whose interval reaches 0 runs off the bottom edge
+      shown = [v for m in names for v in (compare(g[(group, m)])['interval'].value,
+                                          PUBLISHED[group]['values'].get(m)) if v and v > 0]
+      ax.set_ylim(min(shown + [r0['chance_loss']]) / 4, 2 * max(shown + [r0['chance_loss']]))
+      plot_style.dense_log_labels(ax)
+      ax.set_ylabel(PUBLISHED[group]['metric'])
+    ax.set_xticks(range(len(names)), [m.replace('+', '\n+') for m in names], fontsize=6)
+    ax.set_xlim(-0.6, len(names) - 0.4)
+    where = 'T=' + str(r0['seq_len']) if r0['task'] == PUBLISHED[group]['task'] else \
+        f'{r0["task"]} T={r0["seq_len"]}'
+    ax.set_title(f'{group}\n({where})', fontsize=7)
+  handles = [plt.Line2D([], [], marker='o', mfc='none', mew=1.2, color='0.3', ls='',
+                        label='paper (its own T)'),
+             plt.Line2D([], [], marker='s', ms=4, color='0.3', ls='', label='seqlab, 95% CI'),
+             plt.Line2D([], [], color='k', lw=0.8, ls='--', label='input-blind baseline'),
+             plt.Line2D([], [], color='k', lw=0.6, ls=':', label='solved (0.1 x chance)')]
+  fig.legend(handles=handles, loc='center left', bbox_to_anchor=(1.0, 0.5))
   fig.tight_layout()
   return plot_style.save(fig, out_stem)
 
 
 # ---------------------------------------------------------------------------- claims
-def _mean(rows, group, model, fn):
-  vals = [fn(r) for r in rows if r['group'] == group and r['model'] == model]
-  return float(np.mean(vals)) if vals and None not in vals else None
+def pair_part(rows, group: str, a: str, b: str) -> stats.Part:
+  """'the paper's relation of a to b holds in seqlab' as a three-outcome part."""
+  g = grouped(rows)
+  tol = TOLERANCE[_kind(group)]
+  want = _relation(paper_score(group, a) - paper_score(group, b), tol)
+  name = f'{a} {WORDS[want]} {b} (paper: {_num(PUBLISHED[group]["values"][a], group)} vs ' \
+         f'{_num(PUBLISHED[group]["values"][b], group)})'
+  if (group, a) not in g or (group, b) not in g:
+    return stats.missing(name)
+  d = stats.difference(score_ci(g[(group, a)]), score_ci(g[(group, b)]))
+  rule = ('score(a) - score(b) ' + {'>': '> 0', '<': '< 0', '=': f'within +-{tol:.3g}'}[want] +
+          (' (score: -log loss)' if _kind(group) == 'loss' else ''))
+  outcome = judge(want, d, tol)
+  if outcome == stats.HOLDS:
+    return stats.Part(name, outcome, d.fmt('+.3g'), rule)
+  if outcome == stats.UNDECIDED:
+    return stats.Part(name, outcome, d.fmt('+.3g'), rule,
+                      stats._needed(d, max(abs(d.value), tol)))
+  got = seqlab_relation(d, tol)
+  return stats.Part(name, outcome, d.fmt('+.3g'), rule,
+                    f'reversed (seqlab: {a} {WORDS.get(got, "?")} {b}); ' +
+                    cause(rows, group, a, b, d.value - (paper_score(group, a) -
+                                                        paper_score(group, b))))
 
 
-def _ratio(r):
-  return None if value(r) is None else value(r) / r['chance_loss']
+def cause(rows, group: str, a: str, b: str, shift: float) -> str:
+  """The likely cause of a reversed pair, from its direction: `shift` is how much
+  score(a) - score(b) moved from the paper's. The model that moved that way by more than
+  the tolerance (a up or b down) is named, better or worse than its published number;
+  a better one at a shorter T is put down to the shorter sequence; a worse one to a
+  control of it that does better on the same data (the setting the control changes), or
+  else to the smaller budget, or said unexplained."""
+  g = grouped(rows)
+  pub = PUBLISHED[group]
+  tol = TOLERANCE[_kind(group)]
+  diffs = differences(g[(group, a)])
+  shorter = [d for d in diffs if d.startswith('T=')]
+  budget = [d for d in diffs if 'steps' in d]
+  movers = []
+  for m, sign in ((a, 1), (b, -1)):
+    moved = score_ci(g[(group, m)]).value - paper_score(group, m)
+    if moved * sign * (1 if shift > 0 else -1) > tol:
+      movers.append((m, moved > 0))
+  if not movers:
+    return 'neither model moved from its published number by more than the tolerance'
+  bits, why = [], []
+  for m, better in movers:
+    iv = value_ci(g[(group, m)])
+    bits.append(f'{m} {"better" if better else "worse"} than in the paper '
+                f'({_iv(iv, group)} vs {_num(pub["values"][m], group)})')
+    if better:
+      why.append(f'a shorter sequence ({shorter[0]}) makes the task easier for {m}' if shorter
+                 else f'no difference of setting here explains {m} doing better')
+      continue
+    controls = [k[1] for k in g if k[0] == group and k[1].partition('+')[0] == m
+                and '+' in k[1]]
+    told = False
+    for ctl in controls:
+      d = stats.difference(score_ci(g[(group, ctl)]), score_ci(g[(group, m)]))
+      if d.lo > 0:
+        fields = ', '.join(f'{k}={v}' for k, v in models.split_variant(ctl)[1].items())
+        why.append(f'the control {ctl} ({fields}) does better on the same data '
+                   f'({_iv(value_ci(g[(group, ctl)]), group)}): the setting it changes')
+        told = True
+    if not told:
+      why.append(f'{m} doing worse is not explained by a shorter T; ' +
+                 (f'the budget ({budget[0]})' if budget else 'no control run here tells why'))
+  return '; '.join(bits) + '. Likely: ' + '; '.join(why)
 
 
 def _where(rows, group) -> str:
@@ -319,54 +355,42 @@ def _where(rows, group) -> str:
 
 def claims(rows) -> list[study.Claim]:
   out = []
-  groups = {r['group'] for r in rows}
-  if 'adding' in groups:
-    gru, rnn = (_mean(rows, 'adding', m, _ratio) for m in ('gru', 'rnn'))
-    out.append(study.claim(
-        'Adding (Bai et al. 2018): the GRU solves it while the vanilla RNN stays at the 1/6 '
-        'chance level.',
-        {'the gru solves it': gru is not None and gru < SOLVED,
-         'the rnn stays at chance': rnn is not None and rnn > AT_CHANCE},
-        f'MSE / chance: gru {gru if gru is None else f"{gru:.3g}"}, rnn '
-        f'{rnn if rnn is None else f"{rnn:.3g}"} ({_where(rows, "adding")}).'))
-  if 'copy' in groups:
-    ratios = {m: _mean(rows, 'copy', m, _ratio) for m in ('rnn', 'lstm', 'gru')}
-    out.append(study.claim(
-        'Copy memory (Bai et al. 2018): RNN, LSTM and GRU sit at the memoryless baseline '
-        '10 ln 8 / (T + 20).',
-        {f'the {m} at the baseline': v is not None and v > AT_CHANCE for m, v in ratios.items()},
-        'Loss / baseline: ' + ', '.join(f'{m} {"-" if v is None else f"{v:.3g}"}'
-                                        for m, v in ratios.items()) +
-        f' ({_where(rows, "copy")}).'))
-  digit_groups = [g for g in ('smnist', 'psmnist') if g in groups]
-  if digit_groups:
-    parts, nums = {}, []
-    for g in digit_groups:
-      acc = {m: _mean(rows, g, m, value) for m in ('rnn', 'lstm', 'gru')}
-      nums.append(f'{g}: ' + ', '.join(f'{m} {"-" if v is None else f"{100 * v:.1f}%"}'
-                                       for m, v in acc.items()) + f' ({_where(rows, g)})')
-      for m in ('lstm', 'gru'):
-        parts[f'{m} >= rnn + {100 * FAR_ABOVE:.0f} points on {g}'] = (
-            None not in (acc[m], acc['rnn']) and acc[m] - acc['rnn'] >= FAR_ABOVE)
-    short = sorted({r['seq_len'] for r in rows if r['group'] in digit_groups
-                    and r['seq_len'] < PUBLISHED[r['group']]['t']})
-    why = (f' Likely cause where it fails: T={"/".join(map(str, short))} is '
-           f'{PUBLISHED[digit_groups[0]]["t"] / short[-1]:.0f}x shorter than the paper\'s '
-           f'{PUBLISHED[digit_groups[0]]["t"]}; the gradient a vanilla RNN must carry back '
-           f'vanishes with the length.' if short and not all(parts.values()) else '')
-    out.append(study.claim(
-        'Sequential (and permuted) pixels (Bai et al. 2018): LSTM and GRU far above the '
-        f'vanilla RNN (here: by at least {100 * FAR_ABOVE:.0f} accuracy points).', parts,
-        '; '.join(nums) + '.' + why))
-  if 'listops' in groups:
-    rs = [r for r in rows if r['group'] == 'listops' and r['model'] == 'transformer']
-    accs = [value(r) for r in rs]
-    maj = rs[0].get('majority_accuracy') if rs else None
-    out.append(study.claim(
-        'ListOps (LRA: 36.37%): the transformer beats the majority class.',
-        {'every seed above the majority class': bool(accs) and maj is not None and all(
-            a is not None and a > maj for a in accs)},
-        f'Accuracy: {", ".join("diverged" if a is None else f"{100 * a:.1f}%" for a in accs)}'
-        f' against the majority class {"-" if maj is None else f"{100 * maj:.1f}%"} '
-        f'({_where(rows, "listops")}).'))
+  groups = list(dict.fromkeys(grp for grp, _ in grouped(rows)))
+  for group in groups:
+    pub = PUBLISHED[group]
+    ran = [m for m in pub['values'] if any(r['group'] == group and r['model'] == m
+                                          for r in rows)]
+    comparable = [compare(rs) for (grp, m), rs in grouped(rows).items()
+                  if grp == group and m in pub['values']]
+    if len(pub['values']) > 1:
+      parts = [pair_part(rows, group, a, b) for i, a in enumerate(pub['values'])
+               for b in list(pub['values'])[i + 1:]]
+      out.append(study.claim(
+          f'{group} ({pub["source"]}): the paper\'s ordering of the models '
+          f'({order_text(group)}; ~: level within the tolerance) holds in seqlab.', parts,
+          f'Pairs compared on the interval of the difference (accuracy, or -log loss), 95%, '
+          f'Welch; tolerance {TOLERANCE[_kind(group)]:.3g}. {_where(rows, group)}. ' +
+          ('Not comparable to the published numbers (' + ', '.join(
+              comparable[0]['differs_in']) + '): the ordering alone is judged.'
+           if comparable and comparable[0]['differs_in'] else '')))
+    if group == 'listops' and ran:
+      rs = grouped(rows)[(group, 'transformer')]
+      maj = rs[0].get('majority_accuracy')
+      out.append(study.claim(
+          f'ListOps (LRA: {100 * pub["values"]["transformer"]:.2f}%): the transformer beats the '
+          f'majority class of the examples it is scored on.',
+          [stats.above('transformer above the majority class', value_ci(rs), maj,
+                       spec='.3f', rule=f'> {maj:.3f}') if maj is not None
+           else stats.missing('transformer above the majority class', 'no majority recorded')],
+          f'Accuracy mean over seeds, 95% interval. {_where(rows, group)}.'))
+    agree = [(m, c) for m, c in zip(ran, comparable) if c['verdict'] in ('agrees', 'differs')]
+    if agree:
+      out.append(study.claim(
+          f'{group}: seqlab reproduces the published numbers ({pub["source"]}) within the '
+          f'tolerance.',
+          [stats.Part(f'{m} agrees with {_num(c["paper"], group)}',
+                      stats.HOLDS if c['verdict'] == 'agrees' else stats.FAILS,
+                      _iv(c['interval'], group), 'the paper within the interval + tolerance',
+                      '' if c['verdict'] == 'agrees' else c['why']) for m, c in agree],
+          f'{_where(rows, group)}.'))
   return out

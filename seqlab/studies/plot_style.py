@@ -3,7 +3,7 @@
 Every study's plotting code calls `apply()`, takes colours from `color(model)` and
 markers from `marker(model)`, and saves with `save(fig, path_without_suffix)` (PNG
 and PDF). Sizes are for a two-column paper: COLUMN (one column) and WIDE (both).
-Plots read only results files (results.jsonl, metrics.jsonl), never training state.
+Plots read only results files (results.jsonl), never training state.
 """
 from __future__ import annotations
 
@@ -41,15 +41,20 @@ MODEL_MARKERS = {'rnn': 'o', 'lstm': 's', 'gru': '^', 'transformer': 'D', 'lru':
 _EXTRA = ['#000000', '#F0E442', '#7F7F7F', '#8C564B']
 
 
+def _base(model: str) -> str:
+  """'lstm:fused+chrono' -> 'lstm': an init control or kernel keeps its cell's colour."""
+  return model.split('+')[0].split(':')[0].split('/')[0]
+
+
 def color(model: str) -> str:
-  base = model.split(':')[0].split('/')[0]
+  base = _base(model)
   if base in MODEL_COLORS:
     return MODEL_COLORS[base]
   return _EXTRA[sum(map(ord, base)) % len(_EXTRA)]
 
 
 def marker(model: str) -> str:
-  return MODEL_MARKERS.get(model.split(':')[0].split('/')[0], 'x')
+  return MODEL_MARKERS.get(_base(model), 'x')
 
 
 def apply() -> None:
@@ -67,15 +72,19 @@ def apply() -> None:
 def save(fig, path_stem: str) -> list[str]:
   """Writes path_stem.png and path_stem.pdf; returns both paths."""
   paths = [f'{path_stem}.png', f'{path_stem}.pdf']
+  # no creation date: the same results redraw to the same bytes (a committed report
+  # stays unchanged by a redraw)
+  meta = {'png': None, 'pdf': {'CreationDate': None}}
   if storage.is_url(path_stem):  # matplotlib writes local files: render, then upload
     for p in paths:
       buf = io.BytesIO()
-      fig.savefig(buf, format=p.rsplit('.', 1)[1])
+      fmt = p.rsplit('.', 1)[1]
+      fig.savefig(buf, format=fmt, metadata=meta[fmt])
       storage.write_object(p, buf.getvalue())
   else:
     os.makedirs(os.path.dirname(os.path.abspath(path_stem)), exist_ok=True)
     for p in paths:
-      fig.savefig(p)
+      fig.savefig(p, metadata=meta[p.rsplit('.', 1)[1]])
   plt.close(fig)
   return paths
 
@@ -113,3 +122,32 @@ def plain_log_labels(ax, axis: str = 'y') -> None:
   a = ax.xaxis if axis == 'x' else ax.yaxis
   a.set_major_formatter(FuncFormatter(fmt))
   a.set_minor_formatter(FuncFormatter(fmt_minor))
+
+
+def dense_log_labels(ax, axis: str = 'y') -> None:
+  """Ticks of a log axis inside its current limits, as many as stay legible: every decade
+  over more than 2.5 decades, 1, 2, 5 x 10^k over more than 1.2, else 1, 2, 3, 5 x 10^k
+  (every 1..9 x 10^k when that leaves fewer than three), labelled plainly (20k, 50k, 100k):
+  a panel spanning less than a decade still has labelled ticks. Call after plotting."""
+  from matplotlib.ticker import FixedFormatter, FixedLocator, NullLocator
+  lo, hi = ax.get_ylim() if axis == 'y' else ax.get_xlim()
+
+  def ticks(mantissas):
+    out = []
+    for k in range(math.floor(math.log10(lo)), math.ceil(math.log10(hi)) + 1):
+      out += [m * 10.0 ** k for m in mantissas if lo <= m * 10.0 ** k <= hi]
+    return out
+  span = math.log10(hi / lo)
+  vals = ticks((1,) if span > 2.5 else (1, 2, 5) if span > 1.2 else (1, 2, 3, 5))
+  if len(vals) < 3:
+    vals = ticks(range(1, 10))
+
+  def fmt(v):
+    for scale, suffix in ((1e9, 'G'), (1e6, 'M'), (1e3, 'k')):
+      if v >= scale:
+        return f'{v / scale:g}{suffix}'
+    return f'{v:g}'
+  a = ax.xaxis if axis == 'x' else ax.yaxis
+  a.set_major_locator(FixedLocator(vals))
+  a.set_major_formatter(FixedFormatter([fmt(v) for v in vals]))
+  a.set_minor_locator(NullLocator())

@@ -9,8 +9,9 @@ example (float32), the quantity recall has to fit in:
   lstm               2H (h and c)
   lru                N complex = 2N floats (N = H here)
   transformer        its KV cache at the sequence length: 2 T D per layer
-For each (model, P, D, seed) the lr with the lowest held-out loss is kept (Zoology sweeps
-the lr per model the same way); the table, heat maps and claims read those points.
+For each (model, P, D, seed) the lr with the lowest VALID loss is kept (Zoology sweeps the
+lr per model the same way; never chosen on the EVAL numbers reported); the table, heat maps
+and claims read those points, each accuracy with its 95% interval.
 
 Accuracy is over query positions only. A model that binds nothing but copies a value it
 has seen gets 1/P (the in-context guess), so *recall* is accuracy above that guess,
@@ -27,10 +28,10 @@ from collections import defaultdict
 
 import numpy as np
 
-from seqlab import jobs, sweep, train
+from seqlab import jobs, sweep
 from seqlab.data import tasks
 from seqlab.infra import writer
-from seqlab.studies import plot_style, study
+from seqlab.studies import plot_style, stats, study
 
 NAME = 'recall_capacity'
 TITLE = 'Associative-recall capacity (MQAR)'
@@ -148,45 +149,69 @@ def run(config, workdir: str) -> list[dict]:
 
 # ---------------------------------------------------------------------------- reading
 def rows(workdir: str) -> list[dict]:
-  """Every point's line, with `best_lr` True on the lowest-held-out-loss lr of its
+  """Every point's line, with `best_lr` True on the lowest-VALID-loss lr of its
   (model, P, D, T, seed) group."""
   rs = [dict(r) for r in writer.read_jsonl(os.path.join(workdir, 'results.jsonl'))]
   return mark_best_lr(rs)
 
 
 def mark_best_lr(rs: list[dict]) -> list[dict]:
+  """The lr of each (model, P, D, T, seed) is chosen on its VALID loss, never on the EVAL
+  accuracy or loss that the table and claims report (Zoology sweeps the lr per model)."""
   groups = defaultdict(list)
   for r in rs:
     groups[(r['model'], r['num_pairs'], r['hidden'], r['seq_len'], r['seed'])].append(r)
   for g in groups.values():
-    finite = [r for r in g if r.get('final_loss') is not None and math.isfinite(r['final_loss'])]
-    best = min(finite, key=lambda r: r['final_loss']) if finite else None
+    finite = [r for r in g if r.get('valid_loss') is not None and math.isfinite(r['valid_loss'])
+              and r.get('valid_split', 'valid') == 'valid']
+    best = min(finite, key=lambda r: (r['valid_loss'], r['lr'])) if finite else None
     for r in g:
       r['best_lr'] = r is best
   return rs
 
 
 def best(rows) -> dict:
-  """(model, P, D) -> {'accuracy': mean over seeds at the best lr, 'lrs': [chosen lr per
-  seed], 'state_bytes': ..., 'diverged_seeds': seeds whose every lr diverged (left out of
-  the mean)}; a cell whose every lr diverged has accuracy None."""
+  """(model, P, D) -> {'accuracy': Interval of the mean over seeds at the best lr (95%:
+  seeds and each seed's held-out examples), 'lrs': [chosen lr per seed], 'state_bytes':
+  ..., 'diverged_seeds': seeds whose every lr diverged (left out of the mean)}; a cell
+  whose every lr diverged has accuracy None."""
   cells = defaultdict(list)
   for r in rows:
     cells[(r['model'], r['num_pairs'], r['hidden'])].append(r)
   out = {}
   for key, rs in cells.items():
-    chosen = [r for r in rs if r.get('best_lr')]
-    accs = [r['final_accuracy'] for r in chosen if r.get('final_accuracy') is not None]
-    out[key] = {'accuracy': float(np.mean(accs)) if accs else None,
+    chosen = [r for r in rs if r.get('best_lr') and r.get('final_accuracy') is not None]
+    out[key] = {'accuracy': stats.mean_ci(
+                    [r['final_accuracy'] for r in chosen],
+                    [r.get('final_accuracy_se') for r in chosen],
+                    examples=min((r.get('eval_examples') or 0) for r in chosen),
+                    bounds=(0.0, 1.0))
+                if chosen else None,
                 'lrs': sorted({r['lr'] for r in chosen}), 'state_bytes': rs[0]['state_bytes'],
                 'diverged_seeds': len({r['seed'] for r in rs} - {r['seed'] for r in chosen})}
   return out
+
+
+def _acc(cell) -> float | None:
+  """The mean accuracy of a cell of best(), or None."""
+  return None if not cell or cell.get('accuracy') is None else cell['accuracy'].value
 
 
 def recall(acc: float, pairs: int) -> float:
   """Accuracy above the 1/P in-context guess, normalised to [.., 1]."""
   guess = 1.0 / pairs
   return (acc - guess) / (1.0 - guess) if pairs > 1 else acc
+
+
+def recall_ci(acc: stats.Interval, pairs: int) -> stats.Interval:
+  """recall() of an accuracy Interval (a linear map: the interval maps with it)."""
+  if pairs <= 1:
+    return acc
+  guess = 1.0 / pairs
+  shifted = stats.Interval(acc.value - guess, acc.lo - guess, acc.hi - guess, n=acc.n,
+                           se=acc.se, df=acc.df, se_seeds=acc.se_seeds, se_eval=acc.se_eval,
+                           examples=acc.examples)
+  return shifted.scaled(1.0 / (1.0 - guess))
 
 
 def _axes(rows):
@@ -225,12 +250,15 @@ def table(rows) -> str:
         size = cell['state_bytes']
         lrs = '/'.join(f'{lr:g}' for lr in cell['lrs'])
         cells.append('diverged' if cell['accuracy'] is None else
-                     f'{cell["accuracy"]:.3f} (lr {lrs})')
+                     f'{cell["accuracy"].fmt(".3f")} (lr {lrs})')
       lines.append(f'| {m} | {d} | {_bytes(size) if size else ""} | ' + ' | '.join(cells) + ' |')
   lines.append('| in-context guess 1/P | | | ' + ' | '.join(f'{1 / p:.3f}' for p in pairs) + ' |')
-  lines += ['', f'Held-out accuracy at query positions (mean over seeds), T={"/".join(map(str, t))}'
-                f', each cell at its best lr of {sorted({r["lr"] for r in rows})} by held-out '
-                f'loss. State: float32 recurrent state, or the KV cache at T for attention.']
+  seeds = len({r['seed'] for r in rows})
+  lines += ['', f'Held-out accuracy at query positions, T={"/".join(map(str, t))}: '
+                f'{"mean over " + str(seeds) + " seeds" if seeds > 1 else "one seed"} with its '
+                f'95% interval ({"seeds and " if seeds > 1 else ""}the held-out examples), each '
+                f'cell at its best lr of {sorted({r["lr"] for r in rows})} by VALID loss. '
+                f'State: float32 recurrent state, or the KV cache at T for attention.']
   return '\n'.join(lines)
 
 
@@ -249,7 +277,7 @@ def figures(rows, out_dir: str) -> list[str]:
       for j, d in enumerate(widths):
         cell = b.get((m, p, d))
         if cell and cell['accuracy'] is not None:
-          grid[i, j] = cell['accuracy']
+          grid[i, j] = cell['accuracy'].value
     im = ax.imshow(grid, vmin=0.0, vmax=1.0, cmap='viridis', origin='lower', aspect='auto')
     for i in range(len(pairs)):
       for j in range(len(widths)):
@@ -257,7 +285,8 @@ def figures(rows, out_dir: str) -> list[str]:
         ax.text(j, i, txt, ha='center', va='center', fontsize=7,
                 color='k' if not np.isnan(grid[i, j]) and grid[i, j] > 0.6 else 'w')
     ax.set_xticks(range(len(widths)), [str(d) for d in widths])
-    ax.set_yticks(range(len(pairs)), [str(p) for p in pairs])
+    # chance is the in-context guess 1/P: stated on each row of the map
+    ax.set_yticks(range(len(pairs)), [f'{p} (1/P={1 / p:.2f})' for p in pairs])
     ax.grid(False)
     ax.set_title(m)
     ax.set_xlabel('width D')
@@ -269,8 +298,8 @@ def figures(rows, out_dir: str) -> list[str]:
                            squeeze=False)
   for ax, p in zip(axes[0], pairs):
     for m in models:
-      pts = sorted((b[(m, p, d)]['state_bytes'], b[(m, p, d)]['accuracy']) for d in widths
-                   if (m, p, d) in b and b[(m, p, d)]['accuracy'] is not None)
+      pts = sorted((b[(m, p, d)]['state_bytes'], b[(m, p, d)]['accuracy'].value)
+                   for d in widths if (m, p, d) in b and b[(m, p, d)]['accuracy'] is not None)
       if pts:
         ax.plot(*zip(*pts), color=plot_style.color(m), marker=plot_style.marker(m), label=m)
     ax.axhline(1.0 / p, color='k', lw=0.6, ls=':', label='guess 1/P')
@@ -302,7 +331,7 @@ def matching_state(rows) -> dict:
   MATCH_TOLERANCE of attention's best accuracy at P, or None; attention's best per P."""
   models, pairs, widths = _axes(rows)
   b = best(rows)
-  att = {p: max((b[(m, p, d)]['accuracy'] for m in models for d in widths
+  att = {p: max((b[(m, p, d)]['accuracy'].value for m in models for d in widths
                  if m.split(':')[0] == 'transformer' and (m, p, d) in b
                  and b[(m, p, d)]['accuracy'] is not None), default=None) for p in pairs}
   out = {}
@@ -314,7 +343,7 @@ def matching_state(rows) -> dict:
         continue                     # attention did not learn it: nothing to match
       ok = sorted(b[(m, p, d)]['state_bytes'] for d in widths if (m, p, d) in b
                   and b[(m, p, d)]['accuracy'] is not None
-                  and b[(m, p, d)]['accuracy'] >= att[p] - MATCH_TOLERANCE)
+                  and b[(m, p, d)]['accuracy'].value >= att[p] - MATCH_TOLERANCE)
       out[(m, p)] = ok[0] if ok else None
   return {'attention': att, 'match': out}
 
@@ -327,40 +356,45 @@ def claims(rows) -> list[study.Claim]:
   out = []
   att = [m for m in models if m.split(':')[0] == 'transformer']
   rec = [m for m in models if m not in att]
-  parts, evidence = {}, []
+  parts = []
   for m in att:
-    cells = [b.get((m, p, d), {}) for p in pairs for d in widths]
-    # a cell not run, or with a seed whose every lr diverged, is not solved
-    parts[f'{m} solves every (P, D)'] = all(
-        c.get('accuracy') is not None and c['accuracy'] >= SOLVED_ACCURACY
-        and not c['diverged_seeds'] for c in cells)
-    evidence.append(f'{m} accuracy ' + ', '.join(
-        f'P={p}/D={d} {_accuracy(b.get((m, p, d), {}))}' for p in pairs for d in widths))
+    for p in pairs:
+      for d in widths:
+        cell = b.get((m, p, d))
+        name = f'{m} solves P={p}, D={d}'
+        if not cell or cell['accuracy'] is None:
+          parts.append(stats.missing(name, 'not run' if not cell else 'every lr diverged'))
+        elif cell['diverged_seeds']:   # a seed whose every lr diverged is not solved
+          parts.append(stats.missing(name, f'{cell["diverged_seeds"]} seed(s) diverged'))
+        else:
+          parts.append(stats.above(name, cell['accuracy'], SOLVED_ACCURACY))
   if len(pairs) > 1:
     lo, hi = pairs[0], pairs[-1]
     for m in rec:
-      falls = []
       for d in widths:
-        a_lo, a_hi = (b.get((m, p, d), {}).get('accuracy') for p in (lo, hi))
-        falls.append(a_lo is not None and a_hi is not None
-                     and recall(a_hi, hi) < recall(a_lo, lo) - FALLS_BY)
-        r_lo = None if a_lo is None else recall(a_lo, lo)
-        r_hi = None if a_hi is None else recall(a_hi, hi)
-        evidence.append(f'{m} D={d} recall P={lo} {_fmt(r_lo)} -> P={hi} {_fmt(r_hi)}')
-      parts[f'{m}\'s recall falls from P={lo} to P={hi} at every width'] = all(falls)
+        name = f'{m}\'s recall falls from P={lo} to P={hi} at D={d}'
+        c_lo, c_hi = b.get((m, lo, d)), b.get((m, hi, d))
+        if not c_lo or not c_hi or c_lo['accuracy'] is None or c_hi['accuracy'] is None:
+          parts.append(stats.missing(name))
+          continue
+        drop = stats.difference(recall_ci(c_lo['accuracy'], lo), recall_ci(c_hi['accuracy'], hi))
+        parts.append(stats.above(name, drop, FALLS_BY, rule=f'recall(P={lo}) - recall(P={hi}) '
+                                 f'> {FALLS_BY:g}'))
   elif rec:
-    parts['recall measured at two numbers of pairs or more'] = False
+    parts.append(stats.missing('recall measured at two numbers of pairs or more'))
   # both halves of the claim are stated: one with nothing run does not hold
   if not att:
-    parts['an attention model was run'] = False
+    parts.append(stats.missing('an attention model was run'))
   if not rec:
-    parts['a recurrent model was run'] = False
+    parts.append(stats.missing('a recurrent model was run'))
+  seeds = len({r['seed'] for r in rows})
   out.append(study.claim(
       'Attention solves MQAR at every number of pairs and width, while each recurrent '
       'model\'s recall is lower at the most pairs than at the fewest, at every width (a fixed '
       'state size; Arora et al. 2023, Fig. 2).', parts,
-      f'Solved: accuracy >= {SOLVED_ACCURACY:g}; recall = (acc - 1/P) / (1 - 1/P), falls: '
-      f'by more than {FALLS_BY:g}. ' + '; '.join(evidence) + '.'))
+      f'Solved: accuracy >= {SOLVED_ACCURACY:g}; recall = (acc - 1/P) / (1 - 1/P) (0: the '
+      f'in-context guess), falls: by more than {FALLS_BY:g}. Accuracy at each cell\'s best lr '
+      f'(chosen on VALID), {seeds} seed(s), 95% intervals.'))
   if att and rec:
     ms = matching_state(rows)
     words = [f'none for P={p}: attention did not learn it (recall '
@@ -376,11 +410,10 @@ def claims(rows) -> list[study.Claim]:
         words.append(f'{m}: {found}')
     kv = {p: min((b[(m, p, d)]['state_bytes'] for m in att for d in widths
                   if (m, p, d) in b), default=None) for p in pairs}
-    out.append(study.Claim(
+    out.append(study.measured(
         'The state size at which each recurrent model matches attention\'s MQAR accuracy '
         '(within ' f'{MATCH_TOLERANCE:g}), read off the accuracy-against-state-bytes figure.',
-        study.MEASURED,
-        'Attention\'s best accuracy: ' + ', '.join(
+        'Attention\'s best mean accuracy: ' + ', '.join(
             f'P={p} {_fmt(a)}' for p, a in ms['attention'].items()) +
         ' (smallest KV cache ' + ', '.join(f'P={p} {_bytes(v)}' for p, v in kv.items() if v) +
         '). Smallest recurrent state within ' f'{MATCH_TOLERANCE:g} of it: ' +
@@ -392,6 +425,3 @@ def _fmt(x) -> str:
   return '—' if x is None else f'{x:.2f}'
 
 
-def _accuracy(cell: dict) -> str:
-  n = cell.get('diverged_seeds')
-  return _fmt(cell.get('accuracy')) + (f' ({n} seed(s) diverged)' if n else '')

@@ -10,7 +10,9 @@ A study is one module in seqlab/studies/ with the same interface:
   rows(workdir)             the results rows, read from the workdir's files only
   draw(workdir)             figures (PNG and PDF) from the results files -> paths
   table(rows)               a Markdown table of the rows
-  claims(rows)              [Claim]: each claim with a verdict computed from the rows
+  claims(rows)              [Claim]: each claim's parts, each a number with its 95% interval
+                            tested against a threshold (seqlab.studies.stats), and the
+                            verdict those outcomes give
 
 Figures, tables and claims read only results files, so a report is redrawn without
 retraining. seqlab.studies.STUDIES lists the studies; the report walks that list.
@@ -18,71 +20,106 @@ retraining. seqlab.studies.STUDIES lists the studies; the report walks that list
 from __future__ import annotations
 
 import dataclasses
-import math
 import os
 from collections import defaultdict
 
 from seqlab.infra import writer
+from seqlab.studies import stats
 
-SUPPORTED, PARTLY, NOT_SUPPORTED, MEASURED = (
-    'supported', 'partly supported', 'not supported', 'measured')
+SUPPORTED, PARTLY, NOT_SUPPORTED, UNDECIDED, MEASURED = (
+    'supported', 'partly supported', 'not supported', 'undecided', 'measured')
 
 
 @dataclasses.dataclass(frozen=True)
 class Claim:
   text: str       # the claim, as the literature or the seed states it
-  verdict: str    # SUPPORTED | PARTLY | NOT_SUPPORTED | MEASURED (no pass/fail)
-  evidence: str   # the numbers the verdict was computed from, and what failed
+  verdict: str    # SUPPORTED | PARTLY | NOT_SUPPORTED | UNDECIDED | MEASURED (no test)
+  evidence: str   # the setting and budget behind the numbers, and what failed
+  parts: tuple = ()   # stats.Part: each part's number, interval, rule and outcome
 
   def line(self) -> str:
     return f'{self.verdict}: {self.evidence}'
 
+  def counts(self) -> str:
+    """'2 hold, 1 fails, 1 undecided' (the outcomes of the parts)."""
+    n = {o: sum(p.outcome == o for p in self.parts)
+         for o in (stats.HOLDS, stats.FAILS, stats.UNDECIDED)}
+    words = [f'{n[stats.HOLDS]} hold' if n[stats.HOLDS] != 1 else '1 holds',
+             f'{n[stats.FAILS]} fail' if n[stats.FAILS] != 1 else '1 fails',
+             f'{n[stats.UNDECIDED]} undecided']
+    return ', '.join(w for w, k in zip(words, n.values()) if k) or 'no parts'
 
-def verdict(parts: dict[str, bool]) -> tuple[str, str]:
-  """(verdict, what failed) for a claim made of named parts: 'supported' only when
-  every part holds, 'not supported' when none does, else 'partly supported'."""
-  failed = [name for name, ok in parts.items() if not ok]
-  if not parts or len(failed) == len(parts):
-    return NOT_SUPPORTED, ', '.join(failed)
+
+def verdict(parts) -> str:
+  """The verdict of a claim made of parts (stats.Part): 'supported' only when every part
+  holds; 'partly supported' when some hold and some fail; 'not supported' when some fail
+  and none holds; 'undecided' when none fails and some are undecided. No parts: not
+  supported."""
+  outcomes = [p.outcome for p in parts]
+  holds = stats.HOLDS in outcomes
+  fails = stats.FAILS in outcomes
+  if not outcomes:
+    return NOT_SUPPORTED
+  if fails:
+    return PARTLY if holds else NOT_SUPPORTED
+  if stats.UNDECIDED in outcomes:
+    return UNDECIDED
+  return SUPPORTED
+
+
+def claim(text: str, parts, evidence: str) -> Claim:
+  """A Claim whose verdict is verdict(parts); the parts that fail or are undecided are
+  named in the evidence."""
+  if isinstance(parts, dict) or any(not isinstance(p, stats.Part) for p in parts):
+    raise TypeError('a claim\'s parts are stats.Part (a number, its interval, a rule and an '
+                    'outcome), not booleans')
+  parts = tuple(parts)
+  v = verdict(parts)
+  failed = [p.name for p in parts if p.outcome == stats.FAILS]
+  open_ = [p.name for p in parts if p.outcome == stats.UNDECIDED]
+  if not parts:
+    evidence = f'{evidence} Nothing to test: no part of the claim was measured.'.strip()
   if failed:
-    return PARTLY, ', '.join(failed)
-  return SUPPORTED, ''
+    evidence = f'{evidence} Does not hold: {", ".join(failed)}.'
+  if open_:
+    evidence = f'{evidence} Undecided: {", ".join(open_)}.'
+  return Claim(text, v, evidence, parts)
 
 
-def claim(text: str, parts: dict[str, bool], evidence: str) -> Claim:
-  """A Claim whose verdict is verdict(parts); the failed parts are named in the evidence."""
-  v, failed = verdict(parts)
-  if v != SUPPORTED and failed:
-    evidence = f'{evidence} Does not hold: {failed}.'
-  return Claim(text, v, evidence)
+def measured(text: str, evidence: str) -> Claim:
+  """A Claim that states numbers without a test (verdict 'measured')."""
+  return Claim(text, MEASURED, evidence)
 
 
-def _mean_or_inf(values) -> float:
-  """Mean of the values; inf when any is missing or not finite (a diverged seed)."""
-  ok = [v for v in values if v is not None and math.isfinite(v)]
-  return sum(ok) / len(ok) if ok and len(ok) == len(values) else math.inf
-
-
-def select_lr(rows: list[dict], keys=('model', 'task', 'seq_len')) -> list[dict]:
-  """The rows of the chosen lr of each group (rows equal on `keys`): the lr whose mean
-  validation loss over seeds is lowest (a diverged seed counts as inf). Each chosen row
-  gets `lr_grid`, the lrs tried. Rows without an 'lr' (no sweep.lrs) are kept as they are.
-  The validation loss is `valid_loss` (VALID split, apart from the reported EVAL), else
-  `final_loss`."""
-  groups = defaultdict(lambda: defaultdict(list))
-  plain = []
+def select_lr(rows: list[dict]) -> list[dict]:
+  """The rows at the chosen lr of each scope (seqlab.sweep.choose_lrs: the lowest mean
+  VALID loss, never the reported EVAL loss; per (model, task, T), or per (model, task)
+  when the lr was chosen on some seeds and lengths and then held). Each kept row gets
+  `lr_grid`, the lrs tried, and `lr_chosen_on`, in words. Rows without an 'lr' (no
+  sweep.lrs) are kept as they are."""
+  from seqlab import sweep
+  chosen = sweep.choose_lrs(rows)
+  grids = defaultdict(set)
+  where = defaultdict(lambda: (set(), set()))
+  for r in rows:
+    if 'lr' in r and r.get('lr_select', True):
+      key = sweep._scope_key(r)
+      grids[key].add(r['lr'])
+      where[key][0].add(r['seed'])
+      where[key][1].add(r['seq_len'])
+  out = []
   for r in rows:
     if 'lr' not in r or r.get('lr_grid'):
-      plain.append(r)
-    else:
-      groups[tuple(r.get(k) for k in keys)][r['lr']].append(r)
-  out = list(plain)
-  for by_lr in groups.values():
-    def score(lr):
-      return _mean_or_inf([r.get('valid_loss', r.get('final_loss')) for r in by_lr[lr]])
-    best = min(sorted(by_lr), key=score)
-    grid = sorted(by_lr)
-    out += [dict(r, lr_grid=grid) for r in by_lr[best]]
+      out.append(r)
+      continue
+    key = sweep._scope_key(r)
+    if key in chosen and r['lr'] != chosen[key]:
+      continue
+    seeds, lens = where[key]
+    on = (f'VALID loss of seed(s) {"/".join(map(str, sorted(seeds)))} at '
+          f'T={"/".join(map(str, sorted(lens)))}' if r.get('lr_scope') else
+          'VALID loss, mean over seeds')
+    out.append(dict(r, lr_grid=sorted(grids.get(key, {r['lr']})), lr_chosen_on=on))
   return out
 
 

@@ -3,7 +3,7 @@ and peak memory of one layer of each model against sequence length T, with the
 baselines measured in the same run (seqlab.measure.benchmark says how).
 
 Figures, read only from workdir/results.jsonl:
-throughput_a: tokens/s against T (log-log), train and inference.
+throughput_a: tokens/s against T (log-log), train and inference, a column per family.
 throughput_b: train step time against T with the fitted log-log slope per model
               (about 1 for recurrences, tending to 2 for attention at long T).
 throughput_c: peak memory (XLA memory analysis of the train step) against T.
@@ -22,12 +22,15 @@ import numpy as np
 from seqlab import models, sweep
 from seqlab.infra import storage, writer
 from seqlab.measure import benchmark
-from seqlab.studies import plot_style, study
+from seqlab.studies import plot_style, stats, study
 
 NAME = 'throughput'
 TITLE = 'Throughput'
 CAPTIONS = {
-    'throughput_a': 'Train and inference tokens/s against T (one layer, batch 32, hidden 256).',
+    'throughput_a': 'Train (top) and inference (bottom) tokens/s against T, one layer at '
+                    'batch 32 and hidden 256: one column per family beside its baselines '
+                    '(dotted, grey); solid: the reference kernel, dashed and dash-dot: the '
+                    'others.',
     'throughput_b': 'Train step time against T with each model\'s fitted log-log slope.',
     'throughput_c': 'Compiled peak memory of the train step against T.',
 }
@@ -196,56 +199,67 @@ def _layer(name: str) -> str:
 def claims(rows) -> list[study.Claim]:
   ok = [r for r in rows if r.get('status') == 'ok']
   out = []
-  slopes = {m: _slope(p) for m, p in series(ok, 'step_ms').items() if len(p) >= 2}
+  names = list(dict.fromkeys(r['model'] for r in ok))
+  slopes = {m: slope_ci(ok, m, 'step_ms', 'step_ms_samples') for m in names
+            if len(series(ok, 'step_ms').get(m, [])) >= 2}
   rec = {m: v for m, v in slopes.items() if _layer(m) in ('rnn', 'lstm', 'gru')}
   att = {m: v for m, v in slopes.items() if _layer(m) == 'attention'}
   if rec and att:
     failed = [f'{r["model"]} T={r["seq_len"]} {r.get("status")}' for r in rows
               if r.get('status') != 'ok' and _layer(r['model']) in ('rnn', 'lstm', 'gru',
                                                                      'attention')]
+    parts = [stats.above(f'{m} steeper than {r}', stats.difference(v, rec[r]), 0.0,
+                         spec='+.2f', rule=f'slope({m}) - slope({r}) > 0')
+             for m, v in att.items() for r in rec]
     out.append(study.claim(
         'Each attention layer\'s train-step time grows faster with T than every recurrent '
         '(rnn, lstm, gru) layer\'s: a steeper log-log slope (O(T^2) against O(T) in theory).',
-        {f'{m} grows faster than every recurrent layer': v > max(rec.values())
-         for m, v in att.items()},
-        f'Over T = {", ".join(str(t) for t in sorted({r["seq_len"] for r in ok}))}: slopes ' +
-        ', '.join(f'{m} {v:.2f}' for m, v in {**rec, **att}.items()) + '.' +
+        parts,
+        f'Log-log slopes of the median step time over T = '
+        f'{", ".join(str(t) for t in sorted({r["seq_len"] for r in ok}))} (the longer half), '
+        f'95% bootstrap intervals over the timed steps: ' +
+        ', '.join(f'{m} {v.fmt(".2f")}' for m, v in {**rec, **att}.items()) + '.' +
         (f' Not finished, left out of the slopes: {", ".join(failed)}.' if failed else '')))
   # lstm:fused against flax_lstm in the same run; a fused point that did not finish
   # (timeout, out of memory) is not shown faster
-  fused = {r['seq_len']: r.get('ratio_train_vs_flax_lstm') for r in ok
-           if r['model'] == 'lstm:fused' and r.get('ratio_train_vs_flax_lstm')}
+  by = {(r['model'], r['seq_len'], r['batch']): r for r in ok}
+  fused = {r['seq_len']: speed_ratio_ci(r, by[('flax_lstm', r['seq_len'], r['batch'])])
+           for r in ok if r['model'] == 'lstm:fused'
+           and ('flax_lstm', r['seq_len'], r['batch']) in by}
   unfinished = {r['seq_len']: r.get('status') for r in rows
                 if r['model'] == 'lstm:fused' and r.get('status') != 'ok'}
   if fused:
     out.append(study.claim(
         'seqlab\'s fused LSTM trains at least 1.35x as fast as flax\'s LSTM at every T run '
         '(issue target).',
-        {**{f'T={t}': v >= 1.35 for t, v in sorted(fused.items())},
-         **{f'T={t} ({why})': False for t, why in sorted(unfinished.items())}},
-        'fused / flax train tokens/s ' +
-        ', '.join(f'T={t}: {v:.2f}x' for t, v in sorted(fused.items())) +
-        ''.join(f', T={t}: lstm:fused {why}' for t, why in sorted(unfinished.items())) +
-        ' (same run, same shapes).'))
+        [stats.above(f'fused / flax at T={t}', v, 1.35, spec='.2f')
+         for t, v in sorted(fused.items())] +
+        [stats.missing(f'fused / flax at T={t}', why) for t, why in sorted(unfinished.items())],
+        'Ratio of median step times (flax / fused), same run, same shapes, 95% bootstrap '
+        'interval over the timed steps.'))
   # The accelerator targets (issue 24), from a device run in bfloat16: the fastest seqlab
   # kernel of each family against torch's at T = 1024 and 8192 (both: one not measured
   # does not hold).
   for family, baseline, target in (('lstm', 'torch_lstm', 1.0), ('attention', 'torch_sdpa', 0.9)):
-    key = f'ratio_train_vs_{baseline}'
     best = {}
     for r in ok:
       layer, dtype = benchmark.split_dtype(r['model'])
+      base = by.get((f'{baseline}/bfloat16', r['seq_len'], r['batch'])) or by.get(
+          (baseline, r['seq_len'], r['batch']))
       if (dtype == 'bfloat16' and _layer(r['model']) == family and r['seq_len'] in (1024, 8192)
-          and r.get(key) is not None and r[key] > best.get(r['seq_len'], (0, ''))[0]):
-        best[r['seq_len']] = (r[key], layer)
+          and base is not None):
+        iv = speed_ratio_ci(r, base)
+        if iv.value > best.get(r['seq_len'], (stats.exact(0.0), ''))[0].value:
+          best[r['seq_len']] = (iv, layer)
     if best:
       out.append(study.claim(
           f'In bfloat16 on the device, seqlab\'s fastest {family} kernel trains at least '
           f'{target:g}x as fast as {baseline} at T = 1024 and 8192 (issue target).',
-          {f'T={t}': t in best and best[t][0] >= target for t in (1024, 8192)},
-          'train tokens/s ratio ' + ', '.join(
-              f'T={t}: ' + (f'{best[t][0]:.2f}x ({best[t][1]})' if t in best else 'not measured')
-              for t in (1024, 8192)) + ' (same run, same shapes).'))
+          [stats.above(f'{best[t][1]} / {baseline} at T={t}', best[t][0], target, spec='.2f')
+           if t in best else stats.missing(f'{family} / {baseline} at T={t}', 'not measured')
+           for t in (1024, 8192)],
+          'Ratio of median step times, same run, same shapes, 95% bootstrap interval over the '
+          'timed steps.'))
   return out
 
 
@@ -258,14 +272,46 @@ def series(rows, key):
   return {m: sorted(v) for m, v in out.items()}
 
 
+def longer_half(points) -> list:
+  """The longer half of points sorted by T (at least 2 where there are 2)."""
+  start = len(points) // 2 - (len(points) % 2 == 0 and len(points) > 2)
+  return points[max(0, min(start, len(points) - 2)):]
+
+
 def fitted_slope(points) -> float:
   """Slope of log(y) on log(T) over the longer half of the points (at least 2)."""
-  start = len(points) // 2 - (len(points) % 2 == 0 and len(points) > 2)
-  pts = points[max(0, min(start, len(points) - 2)):]
+  pts = longer_half(points)
   if len(pts) < 2:
     return float('nan')
   x, y = np.log([p[0] for p in pts]), np.log([p[1] for p in pts])
   return float(np.polyfit(x, y, 1)[0])
+
+
+def slope_ci(rows, model: str, key: str, samples_key: str) -> stats.Interval:
+  """fitted_slope of `model`'s `key` with a 95% bootstrap interval: each length's timed
+  samples (`samples_key`) resampled, the slope of the log medians refitted (rows from
+  before samples were kept: the slope alone)."""
+  mine = sorted((r['seq_len'], r) for r in rows
+                if r['model'] == model and r.get('status') == 'ok' and r.get(key))
+  pts = longer_half([(t, r[key], r.get(samples_key)) for t, r in mine])
+  if len(pts) < 2:
+    return stats.Interval(math.nan, math.nan, math.nan)
+  if any(not p[2] for p in pts):
+    return stats.exact(fitted_slope([(t, v) for t, v, _ in pts]))
+  log_t = np.log([p[0] for p in pts])
+
+  def slope(*samples):
+    return np.polyfit(log_t, np.log([np.median(x) for x in samples]), 1)[0]
+  return stats.bootstrap_ci(tuple(p[2] for p in pts), slope)
+
+
+def speed_ratio_ci(fast: dict, base: dict) -> stats.Interval:
+  """How many times faster `fast` trains than `base` (median step time ratio), with a
+  95% bootstrap interval over both rows' timed steps."""
+  a, b = fast.get('step_ms_samples'), base.get('step_ms_samples')
+  if not a or not b:
+    return stats.exact(base['step_ms'] / fast['step_ms'])
+  return stats.bootstrap_ci((a, b), lambda x, y: np.median(y) / np.median(x))
 
 
 def crossover_t(rows, attention_model: str, lstm_model: str,
@@ -285,6 +331,15 @@ def crossover_t(rows, attention_model: str, lstm_model: str,
       return float(t)
     prev = (t, d)
   return None
+
+
+# The families of throughput_a's columns: each layer and the baselines it is compared with.
+FAMILIES = [
+    ('LSTM, GRU', lambda m: _layer(m) in ('lstm', 'gru', 'flax_lstm', 'torch_lstm')),
+    ('RNN, LRU, minGRU', lambda m: _layer(m) in ('rnn', 'lru', 'mingru')),
+    ('attention', lambda m: _layer(m) in ('attention', 'transformer', 'jax_attention',
+                                          'torch_sdpa')),
+]
 
 
 def _pick(models, prefs):
@@ -318,21 +373,33 @@ def draw(workdir: str) -> list[str]:
   seq_lens = sorted({r['seq_len'] for r in rows if r.get('status') == 'ok'})
   outside = dict(loc='upper left', bbox_to_anchor=(1.02, 1.0), fontsize=6, frameon=False)
   paths = []
-  fig, axes = plt.subplots(1, 2, figsize=plot_style.WIDE)
-  fig.subplots_adjust(wspace=0.35)
-  for ax, key, title in zip(axes, ['tokens_per_s_train', 'tokens_per_s_infer'],
-                            ['train step', 'inference']):
-    for m, pts in sorted(series(rows, key).items()):
-      ax.plot(*zip(*pts), label=m, **style(m))
-    ax.set(xscale='log', yscale='log', xlabel='sequence length T', ylabel='tokens / s',
-           title=title)
-    plot_style.log_ticks(ax, seq_lens)
-    plot_style.plain_log_labels(ax)
-    if cross:
-      ax.axvline(cross, color='k', linewidth=0.8, linestyle=':')
-      ax.annotate(f'{attn} slower than {lstm}\nfrom T≈{cross:.0f}', (cross, ax.get_ylim()[0]),
-                  fontsize=6, xytext=(3, 3), textcoords='offset points')
-  axes[1].legend(**outside)
+  # (a) one column per family of layers, its baselines beside it, so each panel holds a
+  # few lines a reader can tell apart: train step above, inference below
+  groups = [(title, sorted(m for m in series(rows, 'tokens_per_s_train') if pick(m)))
+            for title, pick in FAMILIES]
+  groups = [(t, ms) for t, ms in groups if ms]
+  fig, axes = plt.subplots(2, len(groups), figsize=(2.45 * len(groups) + 0.4, 5.2),
+                           squeeze=False)
+  for j, (title, members) in enumerate(groups):
+    for i, (key, what) in enumerate((('tokens_per_s_train', 'train step'),
+                                     ('tokens_per_s_infer', 'inference'))):
+      ax = axes[i][j]
+      for m, pts in sorted(series(rows, key).items()):
+        if m in members:
+          ax.plot(*zip(*pts), label=m, **style(m))
+      ax.set(xscale='log', yscale='log', title=f'{title}: {what}')
+      ax.title.set_fontsize(7)
+      plot_style.log_ticks(ax, seq_lens)
+      plot_style.dense_log_labels(ax)
+      if i == 1:
+        ax.set_xlabel('sequence length T')
+      if j == 0:
+        ax.set_ylabel('tokens / s')
+      if cross and attn in members:
+        ax.axvline(cross, color='k', linewidth=0.8, linestyle=':')
+    axes[1][j].legend(loc='upper center', bbox_to_anchor=(0.5, -0.28), ncol=2, fontsize=6,
+                      frameon=False, handlelength=2.6)   # under its column, off the lines
+  fig.tight_layout()
   paths += plot_style.save(fig, os.path.join(figdir, 'throughput_a'))
   fig, ax = plt.subplots(figsize=plot_style.COLUMN)
   for m, pts in sorted(series(rows, 'step_ms').items()):
