@@ -121,6 +121,7 @@ if __name__ == '__main__':
   # gcsfs logs each failed retry with its traceback; the error that follows is one line.
   logging.getLogger('gcsfs').setLevel(logging.CRITICAL)
   os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')   # XLA's C++ start-up lines
+  USER_ARGV = list(sys.argv)   # as typed: the TPU workers get these, not local paths
   check_config_args(sys.argv)
 
 config_flags.DEFINE_config_file(
@@ -358,7 +359,7 @@ def main(argv):
     spec = tpu_launch.TpuSpec(FLAGS.tpu, FLAGS.zone, FLAGS.project, FLAGS.accelerator_type,
                               FLAGS.runtime_version, FLAGS.queued_resource, FLAGS.dry_run,
                               FLAGS.fetch_to, install=FLAGS.tpu_install)
-    sys.exit(tpu_launch.main(spec, sys.argv[1:], workdir, HERE))
+    sys.exit(tpu_launch.main(spec, USER_ARGV[1:], workdir, HERE))
   try:
     workdir_lib.open_workdir(config, workdir, override=FLAGS.override)
   except sweep.ConfigError as e:

@@ -17,7 +17,7 @@ def tiny_config():
   c.task.vocab_size = 16
   c.train.update(dict(steps=3, batch_size=4, eval_examples=8, log_every=1, warmup_steps=1))
   c.recall.update(dict(num_pairs=[1, 2], widths=[8], lrs=[1e-2]))
-  c.sweep.update(dict(models=['rnn', 'transformer'], seq_lens=[8]))
+  c.sweep.update(dict(models=['rnn', 'transformer'], seq_lens=[8], seeds=[0]))
   return c
 
 
