@@ -95,6 +95,18 @@ def make_eval_step(graphdef, task: tasks.Task):
   return eval_step
 
 
+def under_mesh(mesh, fn):
+  """fn traced with `mesh` as the abstract mesh in context: a kernel XLA cannot
+  partition (Pallas' Mosaic attention) reads it and runs per device (shard_map)."""
+  abstract = getattr(mesh, 'abstract_mesh', mesh)
+
+  def traced(*args):
+    with jax.sharding.use_abstract_mesh(abstract):
+      return fn(*args)
+
+  return traced
+
+
 @dataclasses.dataclass
 class Compiled:
   train_step: callable
@@ -109,10 +121,10 @@ def compile_steps(graphdef, state, task, tx, mesh) -> Compiled:
   repl = sharding.replicated(mesh)
   state_sh = jax.tree.map(lambda _: repl, state)
   batch_sh = sharding.data_sharded(mesh)
-  train_step = jax.jit(make_train_step(graphdef, task, tx),
+  train_step = jax.jit(under_mesh(mesh, make_train_step(graphdef, task, tx)),
                        in_shardings=(state_sh, batch_sh), out_shardings=(state_sh, repl),
                        donate_argnums=0)
-  eval_step = jax.jit(make_eval_step(graphdef, task),
+  eval_step = jax.jit(under_mesh(mesh, make_eval_step(graphdef, task)),
                       in_shardings=(state_sh['params'], batch_sh), out_shardings=repl)
   return Compiled(train_step, eval_step, state_sh, mesh)
 

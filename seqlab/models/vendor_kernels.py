@@ -19,6 +19,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.sharding import PartitionSpec as P
 
 Array = jax.Array
 _NOTED: set = set()
@@ -94,9 +95,19 @@ def pallas_flash_attention(q_BxTxNxK: Array, k_BxSxNxK: Array, v_BxSxNxK: Array,
   T a multiple of 128."""
   from jax.experimental.pallas.ops.tpu import flash_attention as fa
   to_bntk = lambda x: x.transpose(0, 2, 1, 3)
-  o_BxNxTxK = fa.flash_attention(to_bntk(q_BxTxNxK), to_bntk(k_BxSxNxK), to_bntk(v_BxSxNxK),
-                                 causal=causal, sm_scale=1.0 / np.sqrt(q_BxTxNxK.shape[-1]))
-  return o_BxNxTxK.transpose(0, 2, 1, 3)
+
+  def flash(q, k, v):
+    return fa.flash_attention(to_bntk(q), to_bntk(k), to_bntk(v), causal=causal,
+                              sm_scale=1.0 / np.sqrt(q.shape[-1])).transpose(0, 2, 1, 3)
+
+  # XLA cannot partition a Mosaic kernel: under a data-parallel mesh (the steps are
+  # traced under train.compile_steps' mesh) each device runs it on its own rows.
+  mesh = jax.sharding.get_abstract_mesh()
+  if not mesh.empty and 'data' in mesh.axis_names and mesh.shape['data'] > 1:
+    rows = P('data')
+    flash = jax.shard_map(flash, mesh=mesh, in_specs=(rows, rows, rows), out_specs=rows,
+                          check_vma=False)
+  return flash(q_BxTxNxK, k_BxSxNxK, v_BxSxNxK)
 
 
 def pallas_attention(q_BxTxNxK: Array, k_BxSxNxK: Array, v_BxSxNxK: Array, causal: bool) -> Array:
