@@ -1,11 +1,11 @@
 """The full report: every study at one scale, then every figure and table redrawn
 from results files into report.md and a self-contained report.html.
 
-  python launch.py --config=experiments/report.py:quick     # CPU: 16 min 27 s, fresh 2-core clone
+  python launch.py --config=experiments/report.py:quick     # CPU: 55 min, fresh 2-core clone (cores shared)
   python launch.py --config=experiments/report.py:full      # GPU/TPU scale
   python launch.py --config=experiments/report.py:quick --config.redraw_only=True
   python launch.py --config=experiments/report.py:quick \
-      --sections=grad_flow,impulse,long_range,throughput,text   # the seed's claims: 10 min
+      --sections=grad_flow,impulse,long_range,throughput,text   # the seed's claims: 42 min (long_range 36)
 
 Points already done are skipped, so an interrupted report resumes. Output:
 runs/report/report.md, runs/report/report.html, and one subdirectory per study.
