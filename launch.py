@@ -16,6 +16,7 @@ statuses, bad inputs and faults: docs/faults.md.
 """
 import logging
 import os
+import re
 import sys
 
 from absl import app, flags
@@ -147,6 +148,9 @@ flags.DEFINE_bool('override', False, 'Run even though --workdir holds a config.j
                   'differs from this command (finished points are kept).')
 flags.DEFINE_list('rerun', None, 'Finished points to run again from the start, keeping every '
                   'other: point names, shell patterns (lstm-*) or "diverged".')
+flags.DEFINE_enum('target', None, ['tpu', 'cuda'], 'With --only_check_args: also export '
+                  'each point\'s train, evaluation and decode steps for this platform '
+                  '(jax.export, over a v5e-8 and a v4-32 mesh) and name any that fails.')
 flags.DEFINE_bool('list', False, 'Print the studies, models (with kernels), tasks and the '
                   'chosen config\'s keys with defaults and meanings, then exit.')
 flags.DEFINE_bool('print_config', False, 'Print the resolved config (after flags) and exit.')
@@ -181,6 +185,9 @@ flags.DEFINE_string('fetch_to', '.', 'With --tpu: local folder the workdir is co
 flags.DEFINE_bool('tpu_install', True, 'With --tpu: make a venv and install the packages on '
                   'every worker; --notpu_install skips it (an image that has them, or the '
                   'simulated pod of seqlab/infra/fake_pod.py).')
+flags.DEFINE_list('ship_extra', None, 'With --tpu: untracked files or folders of this checkout '
+                  'to ship too (only the git-tracked files are shipped otherwise; a file named '
+                  'like a secret, such as service-account.json or *.pem, never is).')
 FLAGS = flags.FLAGS
 CHECK_ONLY = False   # --only_check_args: every check a real run makes, then exit 0
 HELP_FLAGS = ('--help', '-help', '-h', '-?', '--helpshort', '--helpfull', '--helpxml')
@@ -284,6 +291,23 @@ def sample_point() -> None:
   print(FLAGS.prompt + text)
 
 
+def check_export(config, target: str) -> None:
+  """--target: the longest point of each (model, task) exported for `target`."""
+  from seqlab import sweep
+  from seqlab.measure import export, memory
+  if not all(k in config for k in ('sweep', 'train', 'task', 'model')):
+    fail(f'--target={target}: config.study={config.get("study")!r} trains no sweep of points '
+         f'to export; give a study such as experiments/long_range.py')
+  points = [sweep.point_config(config, p) for p in memory.longest_points(config)]
+  results = export.check(points, targets=(target,))
+  for r in results:
+    print(r.line(), flush=True)
+  bad = export.failures(results)
+  if bad:
+    fail(f'{len(bad)} of {len(results)} programs do not lower for {target} (the FAILED lines '
+         f'above)', status=1)
+
+
 def main(argv):
   if len(argv) > 1:
     fail(f'unexpected arguments {argv[1:]}; flags take the form --name=value')
@@ -311,6 +335,13 @@ def main(argv):
     fail(str(e))
   if FLAGS.tpu and not FLAGS.zone:  # before jax starts: nothing else on stderr
     fail(f'--tpu={FLAGS.tpu} needs --zone (e.g. --zone=us-central2-b)')
+  if FLAGS.ship_extra and not FLAGS.tpu:
+    fail(f'--ship_extra={",".join(FLAGS.ship_extra)} is for --tpu launches (what is copied '
+         f'to the workers); give --tpu=NAME, or drop it')
+  flagfile = next((a for a in USER_ARGV[1:] if re.match(r'--?flagfile(=|$)', a)), None)
+  if FLAGS.tpu and flagfile:   # its flags would reach the workers unread, the file not at all
+    fail(f'{flagfile} cannot be used with --tpu: the workers get the flags as typed; give '
+         f'them on the command line')
   cpu_devices = config.get('cpu_devices', 0)
   if cpu_devices:   # before anything starts jax's backends (connect, validate)
     import jax
@@ -345,12 +376,20 @@ def main(argv):
                                       workdir_lib.own_point_names(study, config))
              if FLAGS.rerun else [])
     workdir_lib.check_workdir(workdir)
+    if FLAGS.target and not CHECK_ONLY:
+      raise sweep.ConfigError(f'--target={FLAGS.target} is a check: give it with '
+                              f'--only_check_args (it exports programs, it runs none)')
+    if not FLAGS.tpu:   # a TPU run is checked on its workers, against their memory
+      from seqlab.measure import memory   # after connect: it compiles
+      memory.check(config, every=CHECK_ONLY, say=print if CHECK_ONLY else None)
   except sweep.ConfigError as e:
     fail(str(e))
   if FLAGS.rerun and not rerun:   # --rerun=diverged, and no point diverged
     print(f'--rerun={",".join(FLAGS.rerun)}: no finished point of {workdir} diverged; nothing '
           f'to rerun', flush=True)
     return
+  if CHECK_ONLY and FLAGS.target:
+    check_export(config, FLAGS.target)
   if CHECK_ONLY:
     print(f'ok: {config_name()} would run into {workdir}; every check passed')
     return
@@ -358,7 +397,8 @@ def main(argv):
     from seqlab.infra import tpu_launch
     spec = tpu_launch.TpuSpec(FLAGS.tpu, FLAGS.zone, FLAGS.project, FLAGS.accelerator_type,
                               FLAGS.runtime_version, FLAGS.queued_resource, FLAGS.dry_run,
-                              FLAGS.fetch_to, install=FLAGS.tpu_install)
+                              FLAGS.fetch_to, install=FLAGS.tpu_install,
+                              extra=tuple(FLAGS.ship_extra or ()))
     sys.exit(tpu_launch.main(spec, USER_ARGV[1:], workdir, HERE))
   try:
     workdir_lib.open_workdir(config, workdir, override=FLAGS.override)

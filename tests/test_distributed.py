@@ -182,3 +182,26 @@ def test_mesh_splits_batches_over_data():
   assert sharding.process_slice(8) == slice(0, 8)  # one process feeds every row
   with pytest.raises(ValueError, match='not divisible by the 4 devices'):
     sharding.check_batch_size(6, mesh)
+
+
+def test_the_coordinator_binds_to_its_own_address_not_every_interface(monkeypatch):
+  """jax's default is [::]:PORT (every interface); process 0 binds the coordinator's
+  address itself, both when it is given and when it is auto-detected (here from a Slurm
+  environment, the one jax detects without a TPU metadata server)."""
+  import jax
+  seen = []
+  monkeypatch.setattr(jax.distributed, 'initialize', lambda **kw: seen.append(kw))
+  monkeypatch.delenv('JAX_COORDINATOR_BIND_ADDRESS', raising=False)
+  distributed.initialize(distributed.ClusterSpec('10.0.0.2:8476', 2, 0, timeout_s=5))
+  assert seen[-1]['coordinator_bind_address'] == '10.0.0.2:8476'
+  for k, v in dict(SLURM_JOB_ID='100', SLURM_STEP_NODELIST='localhost', SLURM_NTASKS='2',
+                   SLURM_PROCID='1', SLURM_LOCALID='0').items():
+    monkeypatch.setenv(k, v)
+  distributed.initialize(distributed.ClusterSpec(timeout_s=5, auto=True))
+  port = 100 % 4096 + 61440   # jax's Slurm port (jax/_src/clusters/slurm_cluster.py)
+  assert seen[-1]['coordinator_address'] == f'localhost:{port}'
+  assert seen[-1]['coordinator_bind_address'] == f'localhost:{port}'
+  assert (seen[-1]['num_processes'], seen[-1]['process_id']) == (2, 1)
+  monkeypatch.setenv('JAX_COORDINATOR_BIND_ADDRESS', '10.1.2.3:8476')   # a user's choice wins
+  distributed.initialize(distributed.ClusterSpec('10.0.0.2:8476', 2, 0, timeout_s=5))
+  assert 'coordinator_bind_address' not in seen[-1]

@@ -86,12 +86,31 @@ def initialize(spec: ClusterSpec) -> bool:
   if spec.explicit:
     kwargs.update(coordinator_address=spec.coordinator_address,
                   num_processes=spec.num_processes, process_id=spec.process_id)
+  elif (found := _auto_detected(spec.timeout_s)) is not None:
+    kwargs.update(zip(('coordinator_address', 'num_processes', 'process_id'), found))
+  if 'coordinator_address' in kwargs and not os.environ.get('JAX_COORDINATOR_BIND_ADDRESS'):
+    # Process 0's coordination service listens on its own (internal) address only, not
+    # on every interface (jax's default, [::]:PORT): only the pod's hosts must reach it.
+    kwargs['coordinator_bind_address'] = kwargs['coordinator_address']
   try:
     with _errors_raise():
       jax.distributed.initialize(**kwargs)
   except Exception as e:  # XlaRuntimeError / RuntimeError / ValueError depending on the cause
     raise DistributedError(_why(spec, e)) from None
   return True
+
+
+def _auto_detected(timeout_s: int) -> tuple[str, int, int] | None:
+  """(coordinator address, process count, this process's id) as jax.distributed detects
+  them (a TPU pod's metadata, Slurm, ...), or None where it finds none (then jax's own
+  detection runs in initialize, binding to every interface)."""
+  try:
+    from jax._src import clusters
+    found = clusters.ClusterEnv.auto_detect_unset_distributed_params(
+        None, None, None, None, None, timeout_s)
+  except Exception:   # another jax layout, or no cluster: initialize's own detection
+    return None        # runs (and a failure there is one line, below)
+  return tuple(found[:3]) if None not in found[:3] else None
 
 
 def _why(spec: ClusterSpec, e: Exception) -> str:

@@ -48,6 +48,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shlex
 import shutil
 import signal
 import socket
@@ -178,9 +179,16 @@ def ssh(pod: dict, which: str, command: str) -> int:
 
 
 def remote(path: str) -> tuple[str, str] | None:
-  """'NAME:PATH' -> (NAME, PATH); a local path -> None."""
-  m = re.fullmatch(r'([a-z][-a-z0-9]*):(.*)', path)
-  return (m.group(1), m.group(2)) if m else None
+  """'NAME:PATH' -> (NAME, PATH); a local path -> None. PATH is read as the worker's shell
+  reads it (scp's remote path is quoted for it): one word, quotes removed."""
+  m = re.fullmatch(r'([a-z][-a-z0-9]*):(.*)', path, re.S)
+  if not m:
+    return None
+  words = shlex.split(m.group(2)) if m.group(2) else ['']
+  if len(words) != 1:
+    raise GcloudError(f'scp: remote path {m.group(2)!r} is {len(words)} words to the '
+                      f'worker\'s shell; quote it')
+  return m.group(1), words[0]
 
 
 def on_worker(name: str, worker: int, path: str) -> str:
