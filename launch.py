@@ -292,13 +292,15 @@ def sample_point() -> None:
 
 
 def check_export(config, target: str) -> None:
-  """--target: the longest point of each (model, task) exported for `target`."""
+  """--target: the longest point of each (model, task) exported for `target`, and its
+  train step's roofline bound on the target's chips (seqlab/measure/roofline.py)."""
   from seqlab import sweep
   from seqlab.measure import export, memory
   if not all(k in config for k in ('sweep', 'train', 'task', 'model')):
     fail(f'--target={target}: config.study={config.get("study")!r} trains no sweep of points '
          f'to export; give a study such as experiments/long_range.py')
-  points = [sweep.point_config(config, p) for p in memory.longest_points(config)]
+  longest = memory.longest_points(config)
+  points = [sweep.point_config(config, p) for p in longest]
   results = export.check(points, targets=(target,))
   for r in results:
     print(r.line(), flush=True)
@@ -306,6 +308,12 @@ def check_export(config, target: str) -> None:
   if bad:
     fail(f'{len(bad)} of {len(results)} programs do not lower for {target} (the FAILED lines '
          f'above)', status=1)
+  from seqlab.measure import roofline
+  too_big = roofline.check(points, target, say=lambda line: print(line, flush=True),
+                           names=[p['model'] for p in longest])
+  if too_big:
+    fail(f'cannot fit: {too_big[0]}; use --models=transformer:blocked, a shorter seq_len or '
+         f'a smaller train.batch_size')
 
 
 def main(argv):
@@ -379,7 +387,9 @@ def main(argv):
     if FLAGS.target and not CHECK_ONLY:
       raise sweep.ConfigError(f'--target={FLAGS.target} is a check: give it with '
                               f'--only_check_args (it exports programs, it runs none)')
-    if not FLAGS.tpu:   # a TPU run is checked on its workers, against their memory
+    # a TPU run is checked on its workers, against their memory; --target against the
+    # target's chips (check_export), not this host's
+    if not FLAGS.tpu and not FLAGS.target:
       from seqlab.measure import memory   # after connect: it compiles
       memory.check(config, every=CHECK_ONLY, say=print if CHECK_ONLY else None)
   except sweep.ConfigError as e:

@@ -28,7 +28,9 @@ def get_config(arg: str = ''):
       image_column='auto', label_column='label',
       split='train', eval_split='test',  # Hub splits ('' holds out every 10th row)
       pixels='real',                    # 'real' (one grey value in [0, 1]) or 'tokens' (256)
-      eval_fraction=0.1, valid_fraction=0.1))
+      eval_fraction=0.1, valid_fraction=0.1,
+      revision=''))                     # a Hub dataset's commit sha or tag: pin one for a
+                                        # paper ('' reads its default branch, which moves)
   c.sweep.models = ['rnn', 'lstm', 'gru', 'transformer']
   c.sweep.tasks = ['digits', 'pdigits']
   c.sweep.seq_lens = [64]

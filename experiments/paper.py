@@ -55,6 +55,7 @@ def get_config(arg: str = 'cpu'):
   c.num_devices = 0
   c.jobs = 2 if scale == 'cpu' else 1   # points at once, each its own process (CPU hosts)
   c.estimate_only = False   # time a few steps of every point and estimate the run; train none
+  c.estimate_cpu = True     # estimate_only: time this machine too (False: the roofline only)
   c.seeds = (0, 1, 2)   # --config.seeds='(0,)'; 3: the fewest a t-interval is useful with
   c.model = ml_collections.ConfigDict(dict(
       name='lstm', hidden=64, layers=1, param_budget=0, recurrent_init='orthogonal',
@@ -63,7 +64,10 @@ def get_config(arg: str = 'cpu'):
       positions='sinusoidal', pool='cls', kernel='auto', dtype='float32',
       r_min=0.9, r_max=0.999))
   # Pixels as real inputs (one per step); each image task reads its own default data.
-  c.task = ml_collections.ConfigDict(dict(name='adding', seq_len=100, pixels='real'))
+  # revision: the commit sha (or tag) of the MNIST groups' Hub dataset, ylecun/mnist, to
+  # pin for a paper ('' reads its default branch, which moves)
+  c.task = ml_collections.ConfigDict(dict(name='adding', seq_len=100, pixels='real',
+                                          revision=''))
   c.train = ml_collections.ConfigDict(dict(
       steps=1000, batch_size=32, lr=1e-3, warmup_steps=50, weight_decay=0.0, clip_norm=1.0,
       final_lr_fraction=0.0, log_every=250,

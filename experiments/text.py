@@ -42,7 +42,9 @@ def get_config(arg: str = ''):
       text_column='text', label_column='label',
       split='train', eval_split='',     # '' -> every 10th row of `split` is held out
       tokenizer='byte',                 # 'byte' (UTF-8, 256 ids) or 'char' (train alphabet)
-      eval_fraction=0.1))
+      eval_fraction=0.1,
+      revision=''))                     # a Hub dataset's commit sha or tag: pin one for a
+                                        # paper ('' reads its default branch, which moves)
   c.train.update(dict(steps=200, batch_size=16, warmup_steps=20, log_every=50))
   c.sweep = ml_collections.ConfigDict(dict(
       models=['lstm', 'transformer'], tasks=['charlm'], seq_lens=[128, 512], seeds=[0]))

@@ -14,8 +14,11 @@ gradients in float32 and bfloat16 (seqlab.measure.backends; a kernel that disagr
 not timed, backends.jsonl and backends.md say why), then times each kernel and baseline
 (torch on CUDA when installed: cuDNN's LSTM, its SDPA) at batch 32, width 1024, 8 heads,
 T = 256 .. 65536, in float32 and in bfloat16 (NAME/bfloat16). On a CPU it runs the
-vendor kernels' fallbacks (each says so once). experiments/report.py:gpu runs it and
-then every training study's :quick config on the device.
+vendor kernels' fallbacks (each says so once). On a chip seqlab has the peaks of (TPU
+v5e, v4; H100, H200: seqlab/measure/roofline.py) every row also carries its step's
+roofline bound, and the table prints measured against predicted (measured / roofline).
+experiments/report.py:gpu runs it and then every training study's :quick config on the
+device.
 
 Batch 32, hidden 256, float32, 4 heads of 64, every recurrent scan unrolled 4x
 (flax's too). 'attention:blocked@2' is the blocked layer with its batch split over the

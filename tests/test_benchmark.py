@@ -132,6 +132,15 @@ def test_split_layer_trains_like_the_unsplit_one():
   assert r['status'] == 'ok' and r['devices'] == 2 and r['model'] == 'attention:blocked@2'
 
 
+def test_a_row_carries_its_roofline_count_and_no_prediction_off_a_known_chip():
+  r = benchmark.measure('lstm', TINY, 16, CEILINGS)
+  # the jaxpr's count: at least the analytic train step (3 x forward), a scan forward and back
+  assert r['roofline_flops'] >= 3 * r['flops_per_token'] * TINY.batch * 16 * 0.9
+  assert r['roofline_sequential'] == 2 * 16 and r['roofline_bytes'] > 0
+  assert r['roofline_chip'] is None and r['predicted_step_ms'] is None   # a CPU
+  assert 'measured_over_predicted' not in r
+
+
 def test_timeout_predicted_only_beyond_twice_the_limit():
   bc = benchmark.BenchConfig(max_step_s=1.0)
   assert benchmark.predicted_timeout('lstm', bc, 1024, None) is None
@@ -186,3 +195,16 @@ def test_compile_time_is_never_a_persistent_cache_hit(monkeypatch):
   assert benchmark.measure('rnn', TINY, 8, CEILINGS)['status'] == 'ok'
   assert seen and not any(seen)
   assert jax.config.jax_enable_compilation_cache == was   # restored
+
+
+def test_on_a_known_chip_a_row_has_measured_over_predicted(monkeypatch):
+  from seqlab.measure import roofline
+  from seqlab.studies import throughput
+  monkeypatch.setattr(roofline, 'chip_of', lambda kind: 'h100')
+  r = benchmark.measure('lstm', TINY, 16, CEILINGS)
+  assert r['roofline_chip'] == 'h100' and r['predicted_step_ms'] > 0
+  assert r['measured_over_predicted'] == pytest.approx(r['step_ms'] / r['predicted_step_ms'])
+  head, rule, line = throughput.table([r]).splitlines()
+  assert head.endswith('| roofline ms | measured / roofline |')
+  assert line.endswith(f'| {r["predicted_step_ms"]:.3g} | {r["measured_over_predicted"]:.3g} |')
+  assert rule.count('---') == head.count('|') - 1

@@ -8,6 +8,7 @@ import pytest
 
 from seqlab import config as seqlab_config
 from seqlab import sweep
+from seqlab.measure import roofline
 from seqlab.studies import paper, stats, study
 
 H, F, U = stats.HOLDS, stats.FAILS, stats.UNDECIDED
@@ -203,5 +204,30 @@ def test_estimate_times_every_point_and_writes_the_table(tmp_path):
     c.groups.adding.seq_len = 8
   assert paper.run(c, str(tmp_path)) == []
   text = (tmp_path / 'estimate.md').read_text()
-  assert text.splitlines()[2].startswith('| adding-rnn-T8-s0 |') and '| 1000 | 2 |' in text
+  lines = text.splitlines()
+  assert lines[2].startswith('| adding-rnn-T8-s0 | 1000 x 2 | ')
+  # this CPU's measured step, then each accelerator's roofline bound (ms, hours)
+  cells = [x.strip() for x in lines[2].strip('|').split('|')]
+  cpu_s, cpu_h = map(float, cells[2].split(', '))
+  assert cpu_h == pytest.approx(cpu_s * 1000 * 2 / 3600, rel=0.01)
+  assert lines[0].count(': step ms, hours') == len(roofline.TARGETS)
+  for cell in cells[3:3 + len(roofline.TARGETS)]:
+    ms, hours = map(float, cell.split(', '))
+    assert 0 < ms and hours == pytest.approx(ms / 1e3 * 1000 * 2 / 3600, rel=0.05)
+  assert cells[-1] == f'{2 * 8}'   # 8 inputs, scanned forward and back
+  assert 'roofline lower bounds, not measurements' in text
   assert not (tmp_path / 'results.jsonl').exists()   # nothing trained for the table
+
+
+def test_estimate_without_this_cpu_is_the_roofline_alone_and_needs_estimate_only(tmp_path):
+  c = seqlab_config.load('paper:full')
+  with c.unlocked():
+    c.estimate_only, c.estimate_cpu, c.seeds = True, False, (0,)
+  assert paper.run(c, str(tmp_path)) == []
+  lines = (tmp_path / 'estimate.md').read_text().splitlines()
+  listops = next(x for x in lines if x.startswith('| listops-transformer-T2000-s0 |'))
+  assert '(not timed)' in listops
+  with c.unlocked():
+    c.estimate_only = False
+  with pytest.raises(sweep.ConfigError, match='estimate_cpu=False only applies'):
+    paper.validate(c)

@@ -67,6 +67,31 @@ def test_metric_writer_in_a_bucket_rewrites_on_flush_and_resumes(gs_dir):
   m.close()
 
 
+def test_metrics_in_a_bucket_upload_only_their_new_rows(gs_dir, monkeypatch):
+  """Each flush composes its rows onto the object: the bytes uploaded over a run are
+  the object's size (linear), not the sum of its sizes at each flush (quadratic)."""
+  uploads, real = [], storage.write_object
+  monkeypatch.setattr(storage, 'write_object',
+                      lambda path, data: (uploads.append(len(data)), real(path, data)))
+  m = writer.MetricWriter(gs_dir, flush_every_s=float('inf'))
+  for s in range(1, 41):
+    m.write(s, {'loss': 1.0 / s})
+    if s % 4 == 0:
+      m.flush()
+  m.close()
+  size = len(storage.read_bytes(m.path))
+  assert [r['step'] for r in writer.read_jsonl(m.path)] == list(range(1, 41))
+  assert len(uploads) == 10 and sum(uploads) == size   # every byte uploaded once
+  assert storage.listdir(gs_dir) == ['metrics.jsonl']   # no part left behind
+  # past the compose limit the object is written whole once, then composes again
+  monkeypatch.setattr(storage, 'COMPOSE_LIMIT', 3)
+  m = writer.MetricWriter(gs_dir, flush_every_s=0)
+  for s in range(41, 45):
+    m.write(s, {'loss': 1.0 / s})
+  m.close()
+  assert [r['step'] for r in writer.read_jsonl(m.path)] == list(range(1, 45))
+
+
 def test_figures_saved_to_a_bucket(gs_dir):
   import matplotlib.pyplot as plt
   fig, ax = plt.subplots()

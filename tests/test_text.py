@@ -40,6 +40,34 @@ def test_missing_file_and_offline_hub_are_one_line_errors(files, monkeypatch):
   assert '\n' not in str(e.value)
 
 
+def test_a_hub_dataset_loads_at_the_configured_revision(files, monkeypatch):
+  """task.revision reaches datasets.load_dataset, for the text and the image tasks (the
+  Hub stood in for by a local parquet file); it is refused where no Hub id is read."""
+  import datasets
+  from seqlab.data import images, text_tasks
+  calls = []
+
+  def load_dataset(name, config_name=None, split=None, revision=None):
+    calls.append((name, split, revision))
+    return datasets.Dataset.from_parquet(str(files / 'd.parquet'))
+
+  monkeypatch.setattr(text_data, 'hub_reachable', lambda timeout_s=0: True)
+  monkeypatch.setattr(datasets, 'load_dataset', load_dataset)
+  ds = text_data.load_hub('someone/data', None, 'train', 'a1b2c3d')
+  assert ds['text'] == ['xxxxx', 'yy', 'zzz'] and calls[-1] == ('someone/data', 'train', 'a1b2c3d')
+  text_data.load_hub('someone/data', None, 'train')
+  assert calls[-1][2] is None   # '' asks for the dataset's default branch
+  opts = dict(text_tasks._opts({'dataset': 'someone/data', 'revision': 'v1.0', 'split': 'train'}))
+  text_tasks._train_eval_datasets(opts, need_label=False)
+  assert calls[-1] == ('someone/data', 'train', 'v1.0')
+  with pytest.raises(ValueError, match=r"task.revision='v1.0' pins a Hub dataset, and "
+                                       r"task.dataset='stdlib' reads none"):
+    text_tasks._opts({'dataset': 'stdlib', 'revision': 'v1.0'})
+  with pytest.raises(ValueError, match=r"task.dataset='sklearn' reads none"):
+    images._opts('digits', {'revision': 'v1.0'})
+  assert images._opts('smnist', {'revision': 'v1.0'})['revision'] == 'v1.0'
+
+
 def test_tokenizers_byte_and_char():
   byte = text_data.make_tokenizer('byte', ['é'])
   assert byte.vocab_size == 257 and list(byte.encode('aé')) == [98, 0xC3 + 1, 0xA9 + 1]

@@ -52,7 +52,8 @@ PIXELS = ('real', 'tokens')
 PERMUTATION_SEED = 0        # psmnist / pdigits: np.random.default_rng(0).permutation(T)
 DIGITS_ORDER_SEED = 1797    # digits: the fixed shuffle of load_digits' rows before the split
 OPTIONS = dict(dataset=None, path='', image_column='image', label_column='label', split='train',
-               eval_split='test', pixels='real', eval_fraction=0.1, valid_fraction=0.1)
+               eval_split='test', pixels='real', eval_fraction=0.1, valid_fraction=0.1,
+               revision='')
 
 
 @dataclasses.dataclass(frozen=True)
@@ -98,6 +99,7 @@ def _opts(name: str, task_config) -> dict:
   if o['dataset'] == 'stdlib':
     raise ValueError(f"task.dataset='stdlib' is the text tasks' corpus; {name} reads a Hub id "
                      f"(default {b.dataset!r}), 'sklearn' (8x8 digits) or '' with task.path")
+  text.check_revision(o, hub=o['dataset'] not in ('sklearn', ''))
   if o['dataset'] and o['path']:
     raise ValueError(f'task.path={o["path"]!r} is not read while task.dataset={o["dataset"]!r}; '
                      "set task.dataset='' to read the files, or drop task.path")
@@ -146,9 +148,9 @@ def _read(ds, o: dict, side: int) -> tuple[np.ndarray, list]:
   return x, list(ds[o['label_column']])
 
 
-def _hub(dataset: str, split: str):
+def _hub(dataset: str, split: str, revision: str = ''):
   try:
-    return text.load_hub(dataset, None, split)
+    return text.load_hub(dataset, None, split, revision)
   except OSError as e:  # text.load_hub's hint names the text tasks' offline corpus
     raise OSError(str(e).replace('the offline default task.dataset=stdlib',
                                  'the offline task digits (no download)')) from None
@@ -183,10 +185,10 @@ def load(side: int, opts: tuple) -> tuple[Rows, Rows, Rows, int]:
     x, y = _digits()
     parts, held = [(x, list(y))], True
   elif o['dataset']:
-    parts = [_read(_hub(o['dataset'], o['split']), o, side)]
+    parts = [_read(_hub(o['dataset'], o['split'], o['revision']), o, side)]
     held = not o['eval_split']
     if not held:
-      parts.append(_read(_hub(o['dataset'], o['eval_split']), o, side))
+      parts.append(_read(_hub(o['dataset'], o['eval_split'], o['revision']), o, side))
   else:
     if not o['path']:
       raise ValueError("task.dataset is empty and task.path is not set; give task.path=<files "

@@ -135,8 +135,18 @@ def check_file(f: str, builder: str, path: str) -> None:
     raise OSError(f'cannot read task.path={path!r}: {f}: {e.strerror or e}') from None
 
 
-def load_hub(dataset: str, config_name: str | None, split: str):
-  """A Hub dataset split; a one-line OSError when the Hub cannot be reached."""
+def check_revision(o: dict, hub: bool) -> None:
+  """task.revision is a Hub dataset's commit, tag or branch: refused (one line) where
+  no Hub dataset is read."""
+  if o.get('revision') and not hub:
+    raise ValueError(f'task.revision={o["revision"]!r} pins a Hub dataset, and '
+                     f'task.dataset={o["dataset"]!r} reads none; give task.dataset=<Hub id>, '
+                     f"or set task.revision=''")
+
+
+def load_hub(dataset: str, config_name: str | None, split: str, revision: str = ''):
+  """A Hub dataset split at `revision` (a commit sha, tag or branch; '' the dataset's
+  default branch, which moves); a one-line OSError when the Hub cannot be reached."""
   datasets = _datasets()
   hint = ('the Hugging Face Hub is not reachable here; use task.path=<local files> or the '
           'offline default task.dataset=stdlib')
@@ -148,7 +158,8 @@ def load_hub(dataset: str, config_name: str | None, split: str):
                   f'answer within {HUB_PROBE_S:g}s; ' + hint + ' (a dataset already in your '
                   f'cache loads with HF_DATASETS_OFFLINE=1)')
   try:
-    return datasets.load_dataset(dataset, config_name or None, split=split)
+    return datasets.load_dataset(dataset, config_name or None, split=split,
+                                 revision=revision or None)
   except (ConnectionError, TimeoutError, OSError) as e:
     raise OSError(f'cannot load task.dataset={dataset!r} (split {split!r}): '
                   f'{type(e).__name__}; ' + hint) from None

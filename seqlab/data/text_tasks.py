@@ -31,20 +31,22 @@ from seqlab.data import listops, task, text
 CLF_PACKAGES = ('asyncio', 'email', 'unittest', 'xml')
 OPTIONS = dict(dataset='stdlib', path='', config_name='', text_column='text',
                label_column='label', split='train', eval_split='', tokenizer='byte',
-               eval_fraction=0.1)
+               eval_fraction=0.1, revision='')
 
 
 def _opts(task_config) -> tuple:
   get = task_config.get if hasattr(task_config, 'get') else (lambda k, d: d)
-  return tuple((k, get(k, d)) for k, d in OPTIONS.items())
+  o = {k: get(k, d) for k, d in OPTIONS.items()}
+  text.check_revision(o, hub=o['dataset'] not in ('stdlib', ''))
+  return tuple(o.items())
 
 
 # ------------------------------------------------------------------------------ sources
 def _train_eval_datasets(o: dict, need_label: bool):
   """(train, eval) datasets.Dataset for the options; validates columns."""
   if o['dataset'] and o['dataset'] != 'stdlib':
-    train = text.load_hub(o['dataset'], o['config_name'], o['split'])
-    ev = (text.load_hub(o['dataset'], o['config_name'], o['eval_split'])
+    train = text.load_hub(o['dataset'], o['config_name'], o['split'], o['revision'])
+    ev = (text.load_hub(o['dataset'], o['config_name'], o['eval_split'], o['revision'])
           if o['eval_split'] else None)
   elif not o['dataset']:
     if not o['path']:

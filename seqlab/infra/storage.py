@@ -10,7 +10,8 @@ Default Credentials (on a TPU VM: its service account).
 What differs on a bucket, and how seqlab copes:
   - an object is replaced as a whole when its write completes, never seen half
     written: the atomic write needs no temporary name there;
-  - there is no append: metrics.jsonl is rewritten (see writer.MetricWriter);
+  - there is no append: metrics.jsonl grows by composing (append_object): each flush
+    uploads only its new rows, which Cloud Storage joins to the object server-side;
   - there are no real folders and no file locks: makedirs does nothing, and a bucket
     workdir is not locked against a second launch (seqlab.workdir.open_workdir says so).
 
@@ -21,6 +22,7 @@ from __future__ import annotations
 import glob as glob_lib
 import os
 import shutil
+import uuid
 
 SCHEMES = ('gs://',)  # bucket URLs a workdir may use
 
@@ -105,6 +107,43 @@ def write_object(path: str, data: bytes) -> None:
   """Writes one bucket object whole (visible only once complete)."""
   with _epath(path).open('wb') as f:
     f.write(data)
+
+
+# Cloud Storage holds at most 1,024 components in a composed object, and each append
+# composes one more: at this many the object is written whole once (one component).
+COMPOSE_LIMIT = 1000
+
+
+def _gcsfs():
+  import fsspec
+  return fsspec.filesystem('gs')
+
+
+def component_count(path: str) -> int:
+  """How many composed components the bucket object holds (1 for a plain upload)."""
+  return int(_gcsfs().info(path).get('componentCount') or 1)
+
+
+def append_object(path: str, data: bytes, components: int) -> int:
+  """Appends `data` to the bucket object `path` without uploading what it holds: the
+  new bytes go up as an object of their own beside it, Cloud Storage composes the two
+  into `path` server-side (the object is replaced whole, so a reader sees the old one
+  or the new one), and the part is deleted. components: the object's count so far (0:
+  there is none yet); returns its new count. At COMPOSE_LIMIT it is rewritten whole."""
+  if components == 0 or not exists(path):
+    write_object(path, data)
+    return 1
+  if components >= COMPOSE_LIMIT:
+    write_object(path, read_bytes(path) + data)
+    return 1
+  part = f'{path}.part-{uuid.uuid4().hex[:12]}'
+  write_object(part, data)
+  fs = _gcsfs()
+  try:
+    fs.merge(path, [path, part])
+  finally:
+    fs.rm(part)
+  return components + 1
 
 
 def rmtree(path: str) -> None:

@@ -173,10 +173,12 @@ def append_jsonl_atomic(path: str, row: dict) -> None:
 class MetricWriter:
   """metrics.jsonl: one JSON object per logged step.
 
-  Local: appended and flushed per line. In a bucket (no append): the rows are kept
-  in memory and the object is rewritten at most every `flush_every_s` seconds, on
-  flush() (the training loop calls it before each checkpoint, so a resumed run finds
-  every row up to its checkpoint) and on close().
+  Local: appended and flushed per line. In a bucket (no append): the new rows are kept
+  in memory and appended at most every `flush_every_s` seconds, on flush() (the
+  training loop calls it before each checkpoint, so a resumed run finds every row up
+  to its checkpoint) and on close(); each append uploads only the new rows
+  (storage.append_object composes them onto the object), so a long run's uploads grow
+  linearly, not quadratically.
 
   With tensorboard=True the same scalars also go to TensorBoard event files in
   workdir/tb through tensorboardX (no TensorFlow needed; gs:// works too).
@@ -187,7 +189,8 @@ class MetricWriter:
     self._f = None
     self._tb = None
     self._bucket = storage.is_url(workdir)
-    self._text = ''           # bucket: the whole object, rewritten on flush
+    self._pending = ''        # bucket: the rows not yet appended
+    self._components = 0      # bucket: the object's composed components (0: none yet)
     self._dirty = False
     self._flushed_at = time.time()
     self._flush_every_s = flush_every_s
@@ -195,9 +198,10 @@ class MetricWriter:
     if self._open:
       if self._bucket:
         if storage.exists(self.path):
-          self._text = storage.read_text(self.path)
-          if self._text and not self._text.endswith('\n'):
-            self._text += '\n'
+          text = storage.read_text(self.path)
+          self._components = storage.component_count(self.path)
+          if text and not text.endswith('\n'):
+            self._pending = '\n'
       else:
         os.makedirs(workdir, exist_ok=True)
         self._f = open_append(self.path)
@@ -211,7 +215,7 @@ class MetricWriter:
     row = to_jsonable({'step': int(step), **metrics})
     line = json.dumps(row, sort_keys=True) + '\n'
     if self._bucket:
-      self._text += line
+      self._pending += line
       self._dirty = True
       if time.time() - self._flushed_at >= self._flush_every_s:
         self.flush()
@@ -229,7 +233,15 @@ class MetricWriter:
   def flush(self) -> None:
     """Makes every row written so far durable (a no-op locally: lines are flushed)."""
     if self._open and self._bucket and self._dirty:
-      write_text_atomic(self.path, self._text)
+      try:
+        self._components = storage.append_object(self.path, self._pending.encode(),
+                                                 self._components)
+      except Exception as e:   # gcsfs/google-auth raise many types
+        why = ' '.join(str(e).split())[:200] or type(e).__name__
+        raise WriteError(f'could not append to {self.path}: {type(e).__name__}: {why}; the '
+                         f'rows saved before are kept. Fix the cause and run the same '
+                         f'command again to resume') from None
+      self._pending = ''
       self._dirty = False
       self._flushed_at = time.time()
     if self._tb is not None:

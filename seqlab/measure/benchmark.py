@@ -36,6 +36,7 @@ from flax import nnx
 
 from seqlab import models
 from seqlab.infra import sharding, storage
+from seqlab.measure import roofline
 from seqlab.models import attention
 
 Array = jax.Array
@@ -270,6 +271,7 @@ def jax_step(name: str, bc: BenchConfig, seq_len: int):
   def infer(params, e):
     return models.merge(graphdef, params, rest, dtype=bc.dtype)(e.astype(bc.dtype))
 
+  train_step.loss_fn = loss_fn   # what the roofline's backward pass differentiates
   return train_step, infer, params, opt_state, e_BxTxD
 
 
@@ -286,6 +288,10 @@ def measure_jax(name: str, bc: BenchConfig, seq_len: int) -> dict:
   # A split program's memory analysis is one device's share: the row has all devices'.
   per_device = _memory_bytes(train_c)
   compiled = dict(compile_s=compile_s, peak_memory_bytes=per_device and per_device * devices)
+  if devices == 1:   # the roofline bound of this device's step (seqlab/measure/roofline.py)
+    compiled.update(roofline.predict(train_step, (params, opt_state, e_BxTxD),
+                                     train_step.loss_fn, (params, e_BxTxD), bc.dtype,
+                                     str(jax.devices()[0].device_kind)))
   try:
     _check_fits(train_c, devices)
     _check_fits(infer_c, devices)
@@ -318,62 +324,6 @@ def nproc_env() -> int | None:
   return n if n > 0 else None
 
 
-def torch_available() -> bool:
-  try:
-    import torch  # noqa: F401
-    return True
-  except ImportError:
-    return False
-
-
-def measure_torch(name: str, bc: BenchConfig, seq_len: int) -> dict:
-  """torch.nn.LSTM or an SDPA attention layer, Adam step, same shapes, same threads; on
-  CUDA when torch sees a GPU (cuDNN's LSTM, its fused SDPA); in bc.dtype through
-  torch.autocast (float32 parameters, as seqlab's mixed precision)."""
-  import contextlib
-  import torch
-  torch.set_num_threads(usable_cores())
-  torch.manual_seed(0)
-  device = 'cuda' if torch.cuda.is_available() else 'cpu'
-  autocast = (contextlib.nullcontext if bc.dtype == 'float32' else
-              lambda: torch.autocast(device, dtype=getattr(torch, bc.dtype)))
-  sync = torch.cuda.synchronize if device == 'cuda' else (lambda: None)
-  d = bc.hidden
-  if name == 'torch_lstm':
-    net = torch.nn.LSTM(d, d, batch_first=True)
-    fwd = lambda e: net(e)[0]
-  else:
-    qkv, out = torch.nn.Linear(d, 3 * d, bias=False), torch.nn.Linear(d, d, bias=False)
-    net = torch.nn.ModuleList([qkv, out])
-    k = d // bc.heads
-
-    def fwd(e):
-      b, t, _ = e.shape
-      q_, k_, v_ = qkv(e).view(b, t, 3, bc.heads, k).permute(2, 0, 3, 1, 4)
-      o = torch.nn.functional.scaled_dot_product_attention(q_, k_, v_, is_causal=True)
-      return out(o.transpose(1, 2).reshape(b, t, d))
-  net = net.to(device)
-  opt = torch.optim.Adam(net.parameters(), lr=1e-3)
-  e = torch.randn(bc.batch, seq_len, d, device=device)
-
-  def train_step():
-    opt.zero_grad(set_to_none=True)
-    with autocast():
-      loss = (fwd(e).float() ** 2).mean()
-    loss.backward()
-    opt.step()
-    sync()
-
-  def infer():
-    with torch.no_grad(), autocast():
-      fwd(e)
-    sync()
-
-  # torch runs eagerly on a CPU (a call returns when its work is done); on CUDA, sync()
-  return dict(step_samples=_times(train_step, (), bc), compile_s=0.0, peak_memory_bytes=None,
-              infer_s=statistics.median(_times(infer, (), bc)))
-
-
 def _row(name: str, bc: BenchConfig, seq_len: int) -> dict:
   """The fields every results line has, whatever its status."""
   return dict(model=name, seq_len=seq_len, batch=bc.batch, hidden=bc.hidden,
@@ -389,7 +339,11 @@ def measure(name: str, bc: BenchConfig, seq_len: int, ceilings: dict) -> dict:
   bc = dataclasses.replace(bc, dtype=dtype)
   row = dict(_row(layer, bc, seq_len), model=name, dtype=dtype)
   try:
-    m = (measure_torch if layer.startswith('torch_') else measure_jax)(layer, bc, seq_len)
+    if layer.startswith('torch_'):
+      from seqlab.measure import torch_baselines
+      m = torch_baselines.measure_torch(layer, bc, seq_len)
+    else:
+      m = measure_jax(layer, bc, seq_len)
   except TimeoutError as e:
     return {**row, 'status': 'timeout', 'error': str(e), **getattr(e, 'compiled', {})}
   except (MemoryError, RuntimeError) as e:  # XlaRuntimeError (RESOURCE_EXHAUSTED) is one
@@ -398,6 +352,8 @@ def measure(name: str, bc: BenchConfig, seq_len: int, ceilings: dict) -> dict:
               **getattr(e, 'compiled', {})}
     raise
   tokens, m['step_s'] = bc.batch * seq_len, statistics.median(m['step_samples'])
+  if m.get('predicted_step_ms'):
+    m['measured_over_predicted'] = 1e3 * m['step_s'] / m['predicted_step_ms']
   achieved = 3 * row['flops_per_token'] * tokens / m['step_s']
   return {**row, 'status': 'ok', 'step_ms': 1e3 * m['step_s'], 'infer_ms': 1e3 * m['infer_s'],
           'step_ms_samples': [float(f'{1e3 * x:.5g}') for x in m['step_samples']],
@@ -405,7 +361,9 @@ def measure(name: str, bc: BenchConfig, seq_len: int, ceilings: dict) -> dict:
           'tokens_per_s_infer': tokens / m['infer_s'],
           'compile_s': m['compile_s'], 'peak_memory_bytes': m['peak_memory_bytes'],
           'flops_per_s_train': achieved,
-          'fraction_of_matmul_ceiling': achieved / ceilings['ceiling_flops_per_s'], **ceilings}
+          'fraction_of_matmul_ceiling': achieved / ceilings['ceiling_flops_per_s'], **ceilings,
+          **{k: v for k, v in m.items() if k.startswith('roofline_')
+             or k in ('predicted_step_ms', 'measured_over_predicted')}}
 
 
 def add_baseline_ratios(rows: list[dict]) -> list[dict]:

@@ -168,6 +168,11 @@ def with_kernel(point, model: str, dtype: str, target: str):
   return point
 
 
+def xla_kernel(model: str) -> str:
+  """The family's XLA kernel, in place of a vendor kernel that cannot lower here."""
+  return 'jax' if model == 'transformer' else models.KERNELS[model][0]
+
+
 def export_with_fallback(point, target: str, pod: str, step: str) -> list[Exported]:
   """export_point, and where a cuDNN kernel cannot lower here (no GPU libraries), one
   line that says so and the same step exported on the family's XLA path instead."""
@@ -178,8 +183,7 @@ def export_with_fallback(point, target: str, pod: str, step: str) -> list[Export
                f'({first.why[:120]}); checked the XLA path instead')
   fallback = point.copy_and_resolve_references()
   with fallback.unlocked():
-    fallback.model.kernel = models.KERNELS[point.model.name][0] \
-        if point.model.name != 'transformer' else 'jax'
+    fallback.model.kernel = xla_kernel(point.model.name)
   return [first, export_point(fallback, target, pod, step)]
 
 

@@ -76,6 +76,9 @@ def point_config(config, p: dict, stand_in: bool = False):
 def validate(config) -> None:
   """Groups with published rows, models with published numbers, and each group's own
   sweep checks (its data load; with estimate_only, its stand-in's)."""
+  if not config.get('estimate_cpu', True) and not config.get('estimate_only'):
+    raise sweep.ConfigError('config.estimate_cpu=False only applies with '
+                            'config.estimate_only=True')
   unknown = [n for n in config.groups if n not in PUBLISHED]
   if unknown:
     raise sweep.ConfigError(f'paper groups {unknown} have no published row; allowed: '
@@ -123,32 +126,59 @@ def run(config, workdir: str) -> list[dict]:
 
 
 def estimate(config, workdir: str) -> list[dict]:
-  """Times ESTIMATE_STEPS steps of one seed of every (group, model) on this machine and
-  writes estimate.md: steps x the measured step time, per point and in all."""
+  """For one seed of every (group, model): this machine's step time, measured over
+  ESTIMATE_STEPS steps (config.estimate_cpu), and the roofline lower bound of a step on
+  each accelerator target (seqlab/measure/roofline.py: FLOPs and HBM bytes against the
+  chip's published peaks; data-parallel over a pod's chips), each times the steps and
+  the seeds, in hours; written to estimate.md."""
   from seqlab import train
   from seqlab.data import tasks
-  lines = ['| point | step (s) | steps | seeds | estimate (h) |', '|---|---|---|---|---|']
-  total = 0.0
+  from seqlab.measure import roofline
+  timed = config.get('estimate_cpu', True)
+  targets = list(roofline.TARGETS)
+  lines = ['| point | steps x seeds | this CPU: step s, hours | ' +
+           ' | '.join(f'{t}: step ms, hours' for t in targets) + ' | scan steps in sequence |',
+           '|' + '---|' * (4 + len(targets))]
+  totals = defaultdict(float)
   for p in points(config):
     if p['seed'] != config.seeds[0]:
       continue
     c = point_config(config, p, stand_in=True)
-    steps = int(c.train.steps)
-    with c.unlocked():
-      c.train.steps, c.train.checkpoint_every, c.train.eval_examples = ESTIMATE_STEPS, 0, 1
-    with tempfile.TemporaryDirectory() as tmp:
-      r = train.train(c, tmp, verbose=False)
-    tokens = c.train.batch_size * tasks.build(c.task).input_len(p['seq_len'])
-    step_s = tokens / r['tokens_per_s']   # train's rate counts input_len tokens a step
-    hours = step_s * steps * len(config.seeds) / 3600
-    total += hours
-    name = point_name(p) + (f' (timed on {c.task.name})' if c.task.name != p['task'] else '')
-    lines.append(f'| {name} | {step_s:.3g} | {steps} | {len(config.seeds)} | {hours:.2f} |')
+    steps, task = int(c.train.steps), tasks.build(c.task)
+    runs = steps * len(config.seeds)
+    cpu = '(not timed)'
+    if timed:
+      with c.unlocked():
+        c.train.steps, c.train.checkpoint_every, c.train.eval_examples = ESTIMATE_STEPS, 0, 1
+      with tempfile.TemporaryDirectory() as tmp:
+        r = train.train(c, tmp, verbose=False)
+      step_s = c.train.batch_size * task.input_len(p['seq_len']) / r['tokens_per_s']
+      totals['cpu'] += step_s * runs / 3600
+      cpu = f'{step_s:.3g}, {step_s * runs / 3600:.3g}'
+    cells, sequential = [], 0
+    for t, (chip, devices) in roofline.TARGETS.items():
+      platform = 'gpu' if chip.startswith('h') else 'tpu'
+      cost = roofline.step_cost(c, task, p['seq_len'], devices, 'train', platform)
+      sequential = cost.sequential
+      if not cost.fits(chip):
+        cells.append(f'does not fit: >= {cost.memory / 1e9:.3g} GB a chip')
+        continue
+      totals[t] += cost.seconds(chip) * runs / 3600
+      cells.append(f'{1e3 * cost.seconds(chip):.3g}, {cost.seconds(chip) * runs / 3600:.2g}')
+    name = point_name(p) + (f' (on {c.task.name})' if c.task.name != p['task'] else '')
+    lines.append(f'| {name} | {steps} x {len(config.seeds)} | {cpu} | ' + ' | '.join(cells)
+                 + f' | {sequential:,} |')
     print(lines[-1], flush=True)
-  lines.append(f'| all | | | | {total:.1f} |')
+  lines.append('| all | | ' + ' | '.join([f'{totals["cpu"]:.3g} h' if timed else '']
+                                         + [f'{totals[t]:.2g} h' for t in targets]) + ' | |')
+  lines += ['', 'Accelerator columns are roofline lower bounds, not measurements: '
+            'max(FLOPs / peak, HBM bytes / bandwidth) per chip ('
+            + '; '.join(ch.source for ch in roofline.CHIPS.values()) + '). A scan\'s steps run '
+            'one after another, each with a launch and loop cost the bound does not count: '
+            'recurrent rows will take far longer than their bound.']
   if writer.is_writer():
     writer.write_text_atomic(os.path.join(workdir, 'estimate.md'), '\n'.join(lines) + '\n')
-  print('\n'.join(lines))
+  print('\n'.join(lines[len(lines) - 3:]))
   return []
 
 

@@ -21,7 +21,7 @@ import numpy as np
 
 from seqlab import models, sweep
 from seqlab.infra import storage, writer
-from seqlab.measure import benchmark
+from seqlab.measure import benchmark, torch_baselines
 from seqlab.studies import plot_style, stats, study
 
 NAME = 'throughput'
@@ -85,7 +85,7 @@ def run(config, workdir: str) -> list[dict]:
     print(f'{", ".join(too_few)} skipped: more devices than the {jax.device_count()} '
           f'{jax.devices()[0].platform} device(s) here (on a CPU, '
           f'--config.cpu_devices=N makes N)')
-  if not benchmark.torch_available():
+  if not torch_baselines.torch_available():
     names = [n for n in names if not n.startswith('torch_')]
     print('torch is not importable: torch baselines skipped (pip install -r '
           'requirements-bench.txt to add them)')
@@ -167,20 +167,25 @@ def table(rows) -> str:
   train tokens/s ratio to every baseline measured in the same run."""
   ratio_keys = [f'ratio_train_vs_{b}' for b in benchmark.BASELINES
                 if any(f'ratio_train_vs_{b}' in r for r in rows)]
+  # on a chip of roofline.CHIPS: the roofline bound of the step and measured / bound
+  predicted = any(r.get('predicted_step_ms') for r in rows)
+  extra = ['roofline ms', 'measured / roofline'] if predicted else []
   lines = ['| model | T | train tokens/s | infer tokens/s | step ms | compile s | peak MiB | ' +
-           ' | '.join(f'vs {k[len("ratio_train_vs_"):]}' for k in ratio_keys) + ' |',
-           '|' + '---|' * (7 + len(ratio_keys))]
+           ' | '.join([f'vs {k[len("ratio_train_vs_"):]}' for k in ratio_keys] + extra) + ' |',
+           '|' + '---|' * (7 + len(ratio_keys) + len(extra))]
   for r in sorted(rows, key=lambda r: (r['seq_len'], r['model'])):
     if r.get('status') != 'ok':
       lines.append(f'| {r["model"]} | {r["seq_len"]} | {r.get("status")}: '
-                   f'{r.get("error", "")[:80]} |' + ' |' * (5 + len(ratio_keys)))
+                   f'{r.get("error", "")[:80]} |' + ' |' * (5 + len(ratio_keys) + len(extra)))
       continue
     f = lambda k, spec='.3g': '' if r.get(k) is None else format(r[k], spec)
     mb = '' if r.get('peak_memory_bytes') is None else f'{r["peak_memory_bytes"] / 2**20:.0f}'
     lines.append(f'| {r["model"]} | {r["seq_len"]} | {f("tokens_per_s_train", ",.0f")} | '
                  f'{f("tokens_per_s_infer", ",.0f")} | {f("step_ms", ".1f")} | '
                  f'{f("compile_s", ".2f")} | {mb} | ' +
-                 ' | '.join(f(k, '.2f') for k in ratio_keys) + ' |')
+                 ' | '.join([f(k, '.2f') for k in ratio_keys] +
+                            ([f('predicted_step_ms', '.3g'), f('measured_over_predicted', '.3g')]
+                             if predicted else [])) + ' |')
   return '\n'.join(lines)
 
 
