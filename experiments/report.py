@@ -3,6 +3,7 @@ from results files into report.md and a self-contained report.html.
 
   python launch.py --config=experiments/report.py:quick     # CPU: 55 min, fresh 2-core clone (cores shared)
   python launch.py --config=experiments/report.py:full      # GPU/TPU scale
+  python launch.py --config=experiments/report.py:gpu       # the device script (:tpu on a TPU VM)
   python launch.py --config=experiments/report.py:quick --config.redraw_only=True
   python launch.py --config=experiments/report.py:quick \
       --sections=grad_flow,impulse,long_range,throughput,text   # the seed's claims: 42 min (long_range 36)
@@ -14,8 +15,8 @@ import ml_collections
 
 
 def get_config(arg: str = 'quick'):
-  if arg not in ('quick', 'full', 'gpu'):
-    raise ValueError(f'unknown report scale {arg!r}; allowed: quick, full, gpu')
+  if arg not in ('quick', 'full', 'gpu', 'tpu'):
+    raise ValueError(f'unknown report scale {arg!r}; allowed: quick, full, gpu, tpu')
   c = ml_collections.ConfigDict()
   c.study = 'report'
   c.scale = arg
@@ -29,9 +30,9 @@ def get_config(arg: str = 'quick'):
     # the report then draws its section too (a study with results in the workdir is drawn)
     c.sections = ['grad_flow', 'impulse', 'long_range', 'throughput', 'text', 'generation',
                   'length_gen', 'recall_capacity']
-  if arg == 'gpu':   # the device script: kernels checked and timed first, then every
-    # training study's :quick config once on the device
+  if arg in ('gpu', 'tpu'):   # the device script: kernels checked and timed first, then
+    # every training study's :quick config once on the device
     c.sections = ['throughput', 'grad_flow', 'impulse', 'long_range', 'text', 'generation',
                   'length_gen', 'recall_capacity']
-    c.study_scales.update({name: 'quick' for name in c.sections}, throughput='gpu')
+    c.study_scales.update({name: 'quick' for name in c.sections}, throughput=arg)
   return c

@@ -7,9 +7,11 @@ is installed: pip install -r requirements-bench.txt) measured in the same run.
   python launch.py --config=experiments/throughput.py:quick    # T = 64, 256
   python launch.py --config=experiments/throughput.py --models=lstm,lstm:fused,flax_lstm
   python launch.py --config=experiments/throughput.py:scan     # lru/mingru scans vs lstm
-  python launch.py --config=experiments/throughput.py:gpu      # the device script (GPU/TPU)
+  python launch.py --config=experiments/throughput.py:gpu      # the device script (GPU)
+  python launch.py --config=experiments/throughput.py:tpu      # the same on a TPU VM
 
-:gpu first checks every kernel against its reference on the device, outputs and
+:gpu (:tpu: less the cuDNN kernels and torch) first checks every kernel against its
+reference on the device, outputs and
 gradients in float32 and bfloat16 (seqlab.measure.backends; a kernel that disagrees is
 not timed, backends.jsonl and backends.md say why), then times each kernel and baseline
 (torch on CUDA when installed: cuDNN's LSTM, its SDPA) at batch 32, width 1024, 8 heads,
@@ -47,6 +49,8 @@ MODELS = ['rnn', 'gru', 'gru:fused', 'lstm', 'lstm:fused', 'lru:parallel', 'lru:
 GPU_MODELS = [f'{m}{dt}' for dt in ('', '/bfloat16') for m in (
     'lstm', 'lstm:fused', 'lstm:cudnn', 'flax_lstm', 'torch_lstm', 'attention:blocked',
     'attention:cudnn', 'attention:pallas', 'jax_attention', 'torch_sdpa')]
+# On a TPU: the same less the CUDA kernels and torch (a TPU VM has neither).
+TPU_MODELS = [m for m in GPU_MODELS if 'cudnn' not in m and not m.startswith('torch_')]
 
 
 def get_config(arg: str = ''):
@@ -73,12 +77,13 @@ def get_config(arg: str = ''):
                       'mingru:parallel']
     c.sweep.seq_lens = [1024, 8192]
     c.bench.update(dict(hidden=128, batch=8, steps=5, warmup=1, max_step_s=120.0))
-  elif arg == 'gpu':    # the device script: see the docstring
+  elif arg in ('gpu', 'tpu'):    # the device script: see the docstring
     c.cpu_devices = 0
     c.bench.update(dict(hidden=1024, heads=8, batch=32, steps=20, warmup=3, max_step_s=5.0,
                         check_backends=True))
-    c.sweep.models = list(GPU_MODELS)
+    c.sweep.models = list(GPU_MODELS if arg == 'gpu' else TPU_MODELS)
     c.sweep.seq_lens = [256, 1024, 4096, 8192, 16384, 65536]
   elif arg not in ('', 'full'):
-    raise ValueError(f'unknown throughput variant {arg!r}; allowed: quick, full, scan, gpu')
+    raise ValueError(f'unknown throughput variant {arg!r}; allowed: quick, full, scan, gpu, '
+                     f'tpu')
   return c

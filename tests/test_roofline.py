@@ -142,3 +142,17 @@ def test_a_point_no_tpu_chip_can_hold_is_refused_by_the_target_check(tmp_path):
                          'T=200000, v5e-8') and 'of 16 GB' in line
   assert 'roofline: transformer (pallas kernel) on adding at T=200000, v5e-8' in r.stdout
   assert not (tmp_path / 'w').exists()
+
+
+def test_a_cudnn_kernel_is_counted_on_its_xla_path_and_says_so():
+  c = tiny('lstm', 32)
+  with c.unlocked():
+    c.train.batch_size = 4
+  task = tasks.build(_point(c, 'lstm').task)
+  cudnn = roofline.step_cost(_point(c, 'lstm', 'cudnn'), task, 32, 1, 'train', 'gpu')
+  scan = roofline.step_cost(_point(c, 'lstm', 'scan'), task, 32, 1, 'train', 'gpu')
+  assert (cudnn.kernel, cudnn.counted) == ('cudnn', 'scan') and cudnn.flops == scan.flops
+  lines = []
+  roofline.check([_point(c, 'lstm', 'cudnn')], 'cuda', say=lines.append)
+  assert [l.split(' on adding')[0] for l in lines] == [
+      'roofline: lstm (cudnn kernel, counted on its scan path)'] * 2

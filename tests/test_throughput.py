@@ -118,3 +118,14 @@ def test_the_device_script_runs_end_to_end_at_tiny_sizes(tmp_path, capsys):
   assert 'ratio_train_vs_jax_attention' in by['attention:pallas/bfloat16']
   assert 'ratio_train_vs_flax_lstm' in by['lstm:cudnn'] and 'ratio_train_vs_flax_lstm' not in by['lstm:cudnn/bfloat16']
   assert 'note: model.kernel=pallas attention needs a TPU' in capsys.readouterr().out
+
+
+def test_the_tpu_device_script_is_the_gpu_one_less_cuda_and_torch():
+  from experiments import report as report_config
+  gpu, tpu = throughput_config.get_config('gpu'), throughput_config.get_config('tpu')
+  assert tpu.bench.to_dict() == gpu.bench.to_dict()
+  assert set(tpu.sweep.models) == {m for m in gpu.sweep.models
+                                   if 'cudnn' not in m and 'torch' not in m}
+  assert 'attention:pallas/bfloat16' in tpu.sweep.models
+  r = report_config.get_config('tpu')
+  assert r.study_scales.throughput == 'tpu' and r.sections == report_config.get_config('gpu').sections

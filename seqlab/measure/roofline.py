@@ -25,6 +25,7 @@ import dataclasses
 import math
 
 import jax
+import jax.extend  # noqa: F401  (jax.extend.core: the jaxpr types walked below)
 import numpy as np
 
 # Published per-chip peaks. float32 matmuls at JAX's default precision run as one
@@ -159,7 +160,8 @@ class StepCost:
   sequential: int
   whiles: int
   dtype: str
-  kernel: str = ''           # the kernel counted (cuDNN's is counted on its XLA path)
+  kernel: str = ''           # the kernel the point runs
+  counted: str = ''          # the kernel counted (cuDNN's is counted on its XLA path)
 
   def fits(self, chip: str) -> bool:
     return self.memory <= CHIPS[chip].hbm_bytes
@@ -203,7 +205,8 @@ def step_cost(point, task, seq_len: int, devices: int = 1, step: str = 'train',
   io = nbytes(args) + nbytes(out)
   return StepCost(step, devices, batch // devices, cost.flops, io + 2 * residuals,
                   nbytes(args) + residuals, cost.sequential, cost.whiles,
-                  str(point.model.get('dtype', 'float32')), str(local.model.kernel))
+                  str(point.model.get('dtype', 'float32')), str(point.model.kernel),
+                  str(local.model.kernel))
 
 
 def residual_bytes(point, task, seq_len: int, mesh, state, batch) -> int:
@@ -249,7 +252,9 @@ def check(points, target: str, say=print, names=None) -> list[str]:
       cost = step_cost(p, task, seq_len, devices, 'train', export._AUTO_PLATFORM[target])
       c = CHIPS[chip]
       name = names[i] if names else p.model.name
-      line = (f'{name} ({cost.kernel} kernel) on {p.task.name} at T={seq_len}, {t} '
+      kernel = f'{cost.kernel} kernel' + ('' if cost.counted == cost.kernel else
+                                          f', counted on its {cost.counted} path')
+      line = (f'{name} ({kernel}) on {p.task.name} at T={seq_len}, {t} '
               f'({cost.batch} examples a chip): train step >= {fmt_seconds(cost.seconds(chip))} '
               f'({cost.bound(chip)}-bound: {cost.flops:.3g} FLOPs, {cost.bytes / 1e9:.3g} GB '
               f'moved), holds >= {cost.memory / 1e9:.3g} GB of {c.hbm_bytes / 1e9:.3g} GB')
