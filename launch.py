@@ -149,8 +149,10 @@ flags.DEFINE_bool('override', False, 'Run even though --workdir holds a config.j
 flags.DEFINE_list('rerun', None, 'Finished points to run again from the start, keeping every '
                   'other: point names, shell patterns (lstm-*) or "diverged".')
 flags.DEFINE_enum('target', None, ['tpu', 'cuda'], 'With --only_check_args: also export '
-                  'each point\'s train, evaluation and decode steps for this platform '
-                  '(jax.export, over a v5e-8 and a v4-32 mesh) and name any that fails.')
+                  'each long point\'s train, evaluation and decode steps for this platform '
+                  '(jax.export, over a v5e-8 and a v4-32 mesh) and name any that fails, then '
+                  'print its train step\'s roofline bound on the platform\'s chips and refuse '
+                  'a point none of them holds.')
 flags.DEFINE_bool('list', False, 'Print the studies, models (with kernels), tasks and the '
                   'chosen config\'s keys with defaults and meanings, then exit.')
 flags.DEFINE_bool('print_config', False, 'Print the resolved config (after flags) and exit.')

@@ -14,6 +14,8 @@ paragraph of source comes from; listops is generated from the LRA grammar.
 Other data: --config.task.dataset=karpathy/tiny_shakespeare (a Hub id, needs the
 network), or --config.task.dataset= --config.task.path='data/*.csv'
 --config.task.text_column=review --config.task.label_column=sentiment.
+Text from a finished charlm point, in Python:
+seqlab.sampling.sample_text(point_dir, prompt, steps, temperature, seed).
 
 Measured on a shared 2-core CPU (defaults: 200 steps, batch 16, hidden 64, seed 0; held-out
 loss over 8 batches): the charlm command above took 4m55s wall; bits/char vs the unigram

@@ -63,13 +63,20 @@ def make_optimizer(tc) -> optax.GradientTransformation:
 
 
 # ------------------------------------------------------------------------------- steps
-def make_train_step(graphdef, task: tasks.Task, tx: optax.GradientTransformation):
-  def train_step(state, batch):
-    def loss_fn(params):
-      outputs = models.merge(graphdef, params)(batch['inputs'])   # compute dtype
-      return tasks.loss_and_metrics(task, outputs, batch)
+def make_loss_fn(graphdef, task: tasks.Task):
+  """(params, batch) -> (loss, metrics): what the train step differentiates."""
+  def loss_fn(params, batch):
+    outputs = models.merge(graphdef, params)(batch['inputs'])   # compute dtype
+    return tasks.loss_and_metrics(task, outputs, batch)
 
-    (loss, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(state['params'])
+  return loss_fn
+
+
+def make_train_step(graphdef, task: tasks.Task, tx: optax.GradientTransformation):
+  loss_fn = make_loss_fn(graphdef, task)
+
+  def train_step(state, batch):
+    (loss, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(state['params'], batch)
     updates, opt_state = tx.update(grads, state['opt_state'], state['params'])
     params = optax.apply_updates(state['params'], updates)
     metrics = dict(metrics,

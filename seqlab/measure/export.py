@@ -88,12 +88,17 @@ def _abstract(tree, sharding):
                       tree)
 
 
+def graphdef_of(cfg):
+  """The model's graph definition, built abstractly (no weights)."""
+  return nnx.split(nnx.eval_shape(lambda: models.build(cfg, 0)), nnx.Param)[0]
+
+
 def _programs(point, task, seq_len: int, mesh, step: str):
   """(function, abstract arguments) of one step of `point` over `mesh`."""
   cfg = train.model_config(point, task, seq_len)
   tx = train.make_optimizer(point.train)
   repl, rows = NamedSharding(mesh, P()), NamedSharding(mesh, P('data'))
-  graphdef = nnx.split(nnx.eval_shape(lambda: models.build(cfg, 0)), nnx.Param)[0]
+  graphdef = graphdef_of(cfg)
   state = _abstract(jax.eval_shape(lambda: train.init_state(cfg, 0, tx)[1]), repl)
   batch_size = int(point.train.batch_size)
   batch = {k: jax.ShapeDtypeStruct(np.shape(v), np.asarray(v).dtype, sharding=rows)

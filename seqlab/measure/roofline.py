@@ -166,16 +166,34 @@ class StepCost:
   def fits(self, chip: str) -> bool:
     return self.memory <= CHIPS[chip].hbm_bytes
 
-  def seconds(self, chip: str) -> float:
+  def _terms(self, chip: str) -> tuple[float, float]:
+    """(seconds at the chip's peak FLOP/s, seconds at its HBM bandwidth)."""
     c = CHIPS[chip]
     peak = c.bf16_flops if self.dtype in ('bfloat16', 'float16') else c.f32_flops
-    return max(self.flops / peak, self.bytes / c.hbm_bytes_s)
+    return self.flops / peak, self.bytes / c.hbm_bytes_s
+
+  def seconds(self, chip: str) -> float:
+    return max(self._terms(chip))
 
   def bound(self, chip: str) -> str:
     """'compute' or 'memory': which term of the roofline is the larger."""
-    c = CHIPS[chip]
-    peak = c.bf16_flops if self.dtype in ('bfloat16', 'float16') else c.f32_flops
-    return 'compute' if self.flops / peak >= self.bytes / c.hbm_bytes_s else 'memory'
+    compute, memory = self._terms(chip)
+    return 'compute' if compute >= memory else 'memory'
+
+
+def _step_cost(fn, args, loss=None, loss_args=(), **fields) -> StepCost:
+  """The StepCost of fn(*args). loss: what its backward pass differentiates, at
+  loss_args = (params, *rest); the residuals it reads are jax.vjp's pullback leaves less
+  the weights (already among the arguments). None: no backward pass."""
+  cost, out = count(fn, *args), jax.eval_shape(fn, *args)
+  residuals = 0
+  if loss is not None:
+    pullback = jax.eval_shape(lambda p, *rest: jax.vjp(lambda q: loss(q, *rest), p)[1],
+                              *loss_args)
+    residuals = max(nbytes(pullback) - nbytes(loss_args[0]), 0)
+  return StepCost(flops=cost.flops, bytes=nbytes(args) + nbytes(out) + 2 * residuals,
+                  memory=nbytes(args) + residuals, sequential=cost.sequential,
+                  whiles=cost.whiles, **fields)
 
 
 def step_cost(point, task, seq_len: int, devices: int = 1, step: str = 'train',
@@ -184,6 +202,7 @@ def step_cost(point, task, seq_len: int, devices: int = 1, step: str = 'train',
   it would run on `platform` ('tpu' or 'gpu': which kernel `auto` and the kernels'
   fallbacks pick)."""
   from jax.sharding import AbstractMesh, AxisType
+  from seqlab import train
   from seqlab.measure import export
   batch = int(point.train.batch_size)
   if batch % devices:
@@ -196,35 +215,29 @@ def step_cost(point, task, seq_len: int, devices: int = 1, step: str = 'train',
   mesh = AbstractMesh((1,), ('data',), axis_types=(AxisType.Auto,))
   with export._target(platform):
     fn, args = export._programs(local, task, seq_len, mesh, step)
-    cost = count(fn, *args)
-    out = jax.eval_shape(fn, *args)
-    residuals = 0
-    if step == 'train':
-      residuals = max(residual_bytes(local, task, seq_len, mesh, *args) - nbytes(
-          args[0]['params']), 0)
-  io = nbytes(args) + nbytes(out)
-  return StepCost(step, devices, batch // devices, cost.flops, io + 2 * residuals,
-                  nbytes(args) + residuals, cost.sequential, cost.whiles,
-                  str(point.model.get('dtype', 'float32')), str(point.model.kernel),
-                  str(local.model.kernel))
+    loss, loss_args = None, ()
+    if step == 'train':   # args: (state, batch)
+      loss_fn = train.make_loss_fn(
+          export.graphdef_of(train.model_config(local, task, seq_len)), task)
+      loss = train.under_mesh(mesh, lambda params, batch: loss_fn(params, batch)[0])
+      loss_args = (args[0]['params'], args[1])
+    return _step_cost(fn, args, loss, loss_args, step=step,
+                      devices=devices, batch=batch // devices,
+                      dtype=str(point.model.get('dtype', 'float32')),
+                      kernel=str(point.model.kernel), counted=str(local.model.kernel))
 
 
-def residual_bytes(point, task, seq_len: int, mesh, state, batch) -> int:
-  """The bytes the backward pass of `point`'s loss needs from its forward pass (the
-  leaves of jax.vjp's pullback, the weights among them)."""
-  from flax import nnx
-  from seqlab import models, train
-  from seqlab.data import tasks
-  cfg = train.model_config(point, task, seq_len)
-  graphdef = nnx.split(nnx.eval_shape(lambda: models.build(cfg, 0)), nnx.Param)[0]
-
-  def pullback(params, batch):
-    def loss(p):
-      outputs = models.merge(graphdef, p)(batch['inputs'])
-      return tasks.loss_and_metrics(task, outputs, batch)[0]
-    return jax.vjp(loss, params)[1]
-
-  return nbytes(jax.eval_shape(train.under_mesh(mesh, pullback), state['params'], batch))
+def target_costs(point, task, seq_len: int, targets) -> dict[str, StepCost]:
+  """{target: its train step's StepCost} for targets of TARGETS; targets that split the
+  batch alike on one platform (one H100, one H200) share one count."""
+  costs, done = {}, {}
+  for t in targets:
+    chip, devices = TARGETS[t]
+    key = (devices, 'gpu' if chip.startswith('h') else 'tpu')
+    if key not in done:
+      done[key] = step_cost(point, task, seq_len, devices, 'train', key[1])
+    costs[t] = done[key]
+  return costs
 
 
 PLATFORM_TARGETS = {'tpu': ('v5e-8', 'v4-32'), 'cuda': ('h100', 'h200')}
@@ -247,9 +260,9 @@ def check(points, target: str, say=print, names=None) -> list[str]:
                            else f'{point.model.name}:{point.model.kernel}',
                            point.model.get('dtype', 'float32'), target)
     task, seq_len = tasks.build(p.task), int(p.task.seq_len)
-    for t in PLATFORM_TARGETS[target]:
-      chip, devices = TARGETS[t]
-      cost = step_cost(p, task, seq_len, devices, 'train', export._AUTO_PLATFORM[target])
+    costs = target_costs(p, task, seq_len, PLATFORM_TARGETS[target])
+    for t, cost in costs.items():
+      chip = TARGETS[t][0]
       c = CHIPS[chip]
       name = names[i] if names else p.model.name
       kernel = f'{cost.kernel} kernel' + ('' if cost.counted == cost.kernel else
@@ -272,13 +285,8 @@ def predict(fn, args, loss_fn, loss_args, dtype: str, device_kind: str) -> dict:
   """The roofline fields of a benchmark row: one device's train step `fn(*args)`, whose
   backward pass differentiates `loss_fn(params, *rest)` at loss_args; the predicted step
   time where `device_kind` is a chip of CHIPS (else None)."""
-  cost = count(fn, *args)
-  out = jax.eval_shape(fn, *args)
-  pullback = jax.eval_shape(lambda p, *rest: jax.vjp(lambda q: loss_fn(q, *rest), p)[1],
-                            *loss_args)
-  residuals = max(nbytes(pullback) - nbytes(loss_args[0]), 0)
-  step = StepCost('train', 1, 0, cost.flops, nbytes(args) + nbytes(out) + 2 * residuals,
-                  nbytes(args) + residuals, cost.sequential, cost.whiles, dtype)
+  step = _step_cost(fn, args, loss_fn, loss_args, step='train', devices=1, batch=0,
+                    dtype=dtype)
   chip = chip_of(device_kind)
   return dict(roofline_flops=step.flops, roofline_bytes=step.bytes,
               roofline_sequential=step.sequential, roofline_chip=chip,

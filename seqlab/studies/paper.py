@@ -156,10 +156,8 @@ def estimate(config, workdir: str) -> list[dict]:
       totals['cpu'] += step_s * runs / 3600
       cpu = f'{step_s:.3g}, {step_s * runs / 3600:.3g}'
     cells, sequential = [], 0
-    for t, (chip, devices) in roofline.TARGETS.items():
-      platform = 'gpu' if chip.startswith('h') else 'tpu'
-      cost = roofline.step_cost(c, task, p['seq_len'], devices, 'train', platform)
-      sequential = cost.sequential
+    for t, cost in roofline.target_costs(c, task, p['seq_len'], targets).items():
+      chip, sequential = roofline.TARGETS[t][0], cost.sequential
       if not cost.fits(chip):
         cells.append(f'does not fit: >= {cost.memory / 1e9:.3g} GB a chip')
         continue
