@@ -314,8 +314,7 @@ def check_export(config, target: str) -> None:
   too_big = roofline.check(points, target, say=lambda line: print(line, flush=True),
                            names=[p['model'] for p in longest])
   if too_big:
-    fail(f'cannot fit: {too_big[0]}; use --models=transformer:blocked, a shorter seq_len or '
-         f'a smaller train.batch_size')
+    fail(f'cannot fit: {too_big[0]}')
 
 
 def main(argv):

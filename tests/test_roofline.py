@@ -156,3 +156,18 @@ def test_a_cudnn_kernel_is_counted_on_its_xla_path_and_says_so():
   roofline.check([_point(c, 'lstm', 'cudnn')], 'cuda', say=lines.append)
   assert [l.split(' on adding')[0] for l in lines] == [
       'roofline: lstm (cudnn kernel, counted on its scan path)'] * 2
+
+
+def test_a_point_too_big_for_a_chip_is_told_what_would_fit_for_its_own_model(monkeypatch):
+  import dataclasses
+  monkeypatch.setitem(roofline.CHIPS, 'v5e',
+                      dataclasses.replace(roofline.CHIPS['v5e'], hbm_bytes=1))
+  c = tiny('lstm', 32)
+  (lstm,) = roofline.check([_point(c, 'lstm', 'scan')], 'tpu', say=lambda line: None)
+  assert lstm.startswith('lstm (scan kernel) on adding at T=32, v5e-8')
+  assert lstm.endswith('; use a shorter seq_len, a smaller train.batch_size or a smaller '
+                       'model.hidden')
+  c = tiny('transformer', 32)
+  (attention,) = roofline.check([_point(c, 'transformer', 'pallas')], 'tpu',
+                                say=lambda line: None)
+  assert 'use --models=transformer:blocked' in attention

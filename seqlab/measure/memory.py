@@ -78,8 +78,12 @@ def _einsum_attention(point) -> bool:
       m.name, m.kernel, m.get('dtype', 'float32')) == 'einsum'
 
 
-def _advice(point) -> str:
-  if _einsum_attention(point):
+def advice(point, kernel: str | None = None) -> str:
+  """What would fit instead. kernel: the one the point runs (default: its kernel here);
+  every attention kernel but the blocked one holds T x T weights somewhere."""
+  m = point.model
+  kernel = kernel or models.resolve_kernel(m.name, m.kernel, m.get('dtype', 'float32'))
+  if m.name == 'transformer' and kernel != 'blocked':
     return ('use --models=transformer:blocked (attention in O(T) memory), a shorter '
             'seq_len or a smaller train.batch_size')
   return 'use a shorter seq_len, a smaller train.batch_size or a smaller model.hidden'
@@ -110,5 +114,5 @@ def check(config, every: bool = False, say=None) -> list[tuple[str, int]]:
       raise sweep.ConfigError(
           f'{name} cannot fit: its train step needs {fmt_bytes(need)} a device (XLA\'s '
           f'memory analysis of the compiled step), {what} is {fmt_bytes(limit)}; '
-          f'{_advice(point)}')
+          f'{advice(point)}')
   return out

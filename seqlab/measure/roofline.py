@@ -250,10 +250,11 @@ def fmt_seconds(s: float) -> str:
 def check(points, target: str, say=print, names=None) -> list[str]:
   """For `target` ('tpu' or 'cuda'), each point's train-step bound on each of its chips
   (PLATFORM_TARGETS), said one line each; returns the lines of the points that cannot
-  fit a chip (the memory a device must hold at least is over its HBM). names: each
+  fit a chip (the memory a device must hold at least is over its HBM), each with what
+  would fit instead. names: each
   point's model as the sweep names it (MODEL[:KERNEL][+VARIANT])."""
   from seqlab.data import tasks
-  from seqlab.measure import export
+  from seqlab.measure import export, memory
   too_big = []
   for i, point in enumerate(points):
     p = export.with_kernel(point, point.model.name if point.model.kernel == 'auto'
@@ -277,7 +278,7 @@ def check(points, target: str, say=print, names=None) -> list[str]:
         line += f'; {cost.whiles} while loops counted once (their trip count is unknown)'
       say(f'roofline: {line}')
       if not cost.fits(chip):
-        too_big.append(line)
+        too_big.append(f'{line}; {memory.advice(p, cost.kernel)}')
   return too_big
 
 
